@@ -1,0 +1,175 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ConflictError, NotFoundError } from '../core/errors.ts';
+import { assertValidKey, type ObjectInfo, type ObjectStore, type PutOptions } from './object-store.ts';
+
+const TEMP_DIR = '.tmp';
+const LOCK_SUFFIX = '.kiln-lock';
+
+/**
+ * ObjectStore on a local folder. Writes go to a temp file and are renamed into place (atomic on POSIX);
+ * create-only writes use link(2), which fails if the target exists; compare-and-swap takes a per-key
+ * lock file (O_EXCL) so that concurrent writers in several processes serialise.
+ */
+export class FileSystemStore implements ObjectStore {
+  readonly url: string;
+
+  constructor(readonly root: string) {
+    this.url = pathToFileURL(root).href;
+  }
+
+  /** Absolute path of a key; lets DuckDB read local objects in place. */
+  pathOf(key: string): string {
+    assertValidKey(key);
+    return join(this.root, ...key.split('/'));
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await readFile(this.pathOf(key));
+    } catch (error) {
+      throw notFoundOr(error, key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const path = this.pathOf(key);
+    try {
+      const info = await stat(path);
+      if (!info.isFile()) return undefined;
+      return { key, size: info.size, etag: await etagOf(path) };
+    } catch (error) {
+      if (isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR')) return undefined;
+      throw error;
+    }
+  }
+
+  async put(key: string, body: Buffer | string, options: PutOptions = {}): Promise<ObjectInfo> {
+    return this.writeVia(key, options, (temp) => writeFile(temp, body, { flush: true }));
+  }
+
+  async putFile(key: string, path: string, options: PutOptions = {}): Promise<ObjectInfo> {
+    return this.writeVia(key, options, (temp) => copyFile(path, temp));
+  }
+
+  async getToFile(key: string, path: string): Promise<void> {
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      await copyFile(this.pathOf(key), path);
+    } catch (error) {
+      throw notFoundOr(error, key);
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    // A prefix may end inside a segment ("raw/ir" matches "raw/iris/…"), so walk from its last full folder.
+    const folders = prefix.split('/').slice(0, -1).filter(Boolean);
+    const start = join(this.root, ...folders);
+    const found: ObjectInfo[] = [];
+    await this.walk(start, async (path, size) => {
+      const key = relative(this.root, path).split(sep).join('/');
+      if (key.startsWith(prefix) && !key.endsWith(LOCK_SUFFIX)) found.push({ key, size, etag: '' });
+    });
+    found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const info of found) info.etag = await etagOf(this.pathOf(info.key));
+    return found;
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.pathOf(key), { force: true });
+  }
+
+  private async writeVia(key: string, options: PutOptions, fill: (temp: string) => Promise<void>): Promise<ObjectInfo> {
+    const target = this.pathOf(key);
+    const tempDir = join(this.root, TEMP_DIR);
+    await mkdir(tempDir, { recursive: true });
+    await mkdir(dirname(target), { recursive: true });
+    const temp = join(tempDir, `${randomUUID()}.part`);
+    try {
+      await fill(temp);
+      if (options.ifNoneMatch === '*') {
+        try {
+          await link(temp, target);
+        } catch (error) {
+          if (isCode(error, 'EEXIST')) throw new ConflictError(`object ${key} already exists`, { cause: error });
+          throw error;
+        }
+      } else if (options.ifMatch !== undefined) {
+        await this.withKeyLock(target, async () => {
+          const current = await this.head(key);
+          if (!current || current.etag !== options.ifMatch) {
+            throw new ConflictError(`object ${key} changed since it was read (expected etag ${options.ifMatch})`);
+          }
+          await rename(temp, target);
+        });
+      } else {
+        await rename(temp, target);
+      }
+    } finally {
+      await rm(temp, { force: true });
+    }
+    const info = await this.head(key);
+    if (!info) throw new NotFoundError(`object ${key} vanished right after it was written`);
+    return info;
+  }
+
+  private async withKeyLock<T>(target: string, action: () => Promise<T>): Promise<T> {
+    const lockPath = `${target}${LOCK_SUFFIX}`;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const handle = await open(lockPath, 'wx');
+        await handle.close();
+        break;
+      } catch (error) {
+        if (!isCode(error, 'EEXIST')) throw error;
+        if (attempt > 2000) throw new ConflictError(`timed out waiting for the lock on ${target}`);
+        await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 8));
+      }
+    }
+    try {
+      return await action();
+    } finally {
+      await unlink(lockPath).catch(() => undefined);
+    }
+  }
+
+  private async walk(dir: string, visit: (path: string, size: number) => Promise<void>): Promise<void> {
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if (isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR')) return;
+      throw error;
+    }
+    for (const entry of entries) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (dir === this.root && entry.name === TEMP_DIR) continue;
+        await this.walk(path, visit);
+      } else if (entry.isFile()) {
+        await visit(path, (await stat(path)).size);
+      }
+    }
+  }
+}
+
+/** The etag of a local object is the MD5 of its bytes, as S3 computes it for single-part uploads. */
+async function etagOf(path: string): Promise<string> {
+  const hash = createHash('md5');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return `"${hash.digest('hex')}"`;
+}
+
+function isCode(error: unknown, code: string): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}
+
+function notFoundOr(error: unknown, key: string): unknown {
+  if (isCode(error, 'ENOENT') || isCode(error, 'ENOTDIR') || isCode(error, 'EISDIR')) {
+    return new NotFoundError(`object ${key} does not exist`, { cause: error });
+  }
+  return error;
+}
