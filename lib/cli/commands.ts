@@ -1,0 +1,386 @@
+import { readFileSync } from 'node:fs';
+import { access, writeFile } from 'node:fs/promises';
+import { basename, extname, join } from 'node:path';
+import { NotFoundError, ValidationError } from '../core/errors.ts';
+import { readSchema } from '../etl/schema-store.ts';
+import { readCuratedRows, readTableFile } from '../etl/tables.ts';
+import { LocalPlatform, REPO_ROOT } from '../local/platform.ts';
+import { predictRows } from '../registry/batch-predict.ts';
+import { RegistryModelSource } from '../registry/model-source.ts';
+import { createInferenceServer } from '../serving/server.ts';
+import { Reporter } from './reporter.ts';
+
+interface GlobalOptions {
+  home: string;
+  json?: boolean;
+}
+
+export const SAMPLE_DATA = join(REPO_ROOT, 'examples', 'data', 'churn.csv');
+const SAMPLE_TARGET = 'churn';
+
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+function print(options: GlobalOptions, value: unknown, human: () => string): void {
+  process.stdout.write(options.json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+}
+
+async function openPlatform(options: GlobalOptions, reporter: Reporter): Promise<LocalPlatform> {
+  return LocalPlatform.open({
+    home: options.home,
+    onProgress: reporter.onState,
+    log: process.env.KILN_DEBUG ? (line) => process.stderr.write(`    ${line}\n`) : undefined,
+  });
+}
+
+async function assertReadable(file: string): Promise<void> {
+  try {
+    await access(file);
+  } catch {
+    throw new NotFoundError(`file not found: ${file}`);
+  }
+}
+
+/** `kiln ingest`: land files in the raw zone. */
+export async function ingest(files: string[], options: GlobalOptions & { dataset: string }) {
+  const reporter = new Reporter(Boolean(options.json));
+  for (const file of files) await assertReadable(file);
+  const platform = await openPlatform(options, reporter);
+  reporter.stage('ingest');
+  const landing = await platform.ingest(files, options.dataset);
+  reporter.done('ingest', `${landing.objects.length} file(s) → raw/${options.dataset}/${landing.ingestId}/`);
+  print(options, landing, () => landing.objects.map((o) => `${o.key}  ${o.format}  ${o.bytes} bytes`).join('\n'));
+}
+
+/** `kiln etl`: run the ETL state machine. */
+export async function etl(options: GlobalOptions & { dataset: string }) {
+  const reporter = new Reporter(Boolean(options.json));
+  const platform = await openPlatform(options, reporter);
+  const result = await runEtl(platform, reporter, options.dataset);
+  print(options, result, () => JSON.stringify(result, null, 2));
+}
+
+async function runEtl(platform: LocalPlatform, reporter: Reporter, dataset: string) {
+  reporter.stage('etl');
+  reporter.pipeline(4);
+  const output = await platform.etl(dataset);
+  const result = output.result as Record<string, unknown>;
+  reporter.done(
+    'etl',
+    `${result.read} read = ${result.accepted} accepted + ${result.quarantined} quarantined → ${dataset}@${result.version}${result.created ? '' : ' (unchanged)'}`,
+  );
+  return result;
+}
+
+interface TrainOptions extends GlobalOptions {
+  dataset: string;
+  target: string;
+  model?: string;
+  algorithm: 'gbdt' | 'linear';
+  datasetVersion?: string;
+  testData?: string;
+  param?: string[];
+  seed: number;
+  gateMargin: number;
+}
+
+/** `kiln train`: run the training state machine. */
+export async function train(options: TrainOptions) {
+  const reporter = new Reporter(Boolean(options.json));
+  if (options.testData) await assertReadable(options.testData);
+  const platform = await openPlatform(options, reporter);
+  const summary = await runTraining(platform, reporter, options);
+  print(options, summary, () => formatTraining(summary));
+}
+
+async function runTraining(platform: LocalPlatform, reporter: Reporter, options: TrainOptions) {
+  const hyperparameters: Record<string, string> = {};
+  for (const pair of options.param ?? []) {
+    const [key, ...rest] = pair.split('=');
+    if (!key || rest.length === 0) throw new ValidationError(`--param expects key=value, got ${JSON.stringify(pair)}`);
+    hyperparameters[key] = rest.join('=');
+  }
+  const testDataKey = options.testData ? await platform.landHoldout(options.testData, options.dataset) : undefined;
+  reporter.stage('train');
+  reporter.pipeline(6);
+  const output = await platform.train({
+    dataset: options.dataset,
+    target: options.target,
+    model: options.model,
+    version: options.datasetVersion,
+    algorithm: options.algorithm,
+    hyperparameters,
+    seed: options.seed,
+    gateMargin: options.gateMargin,
+    ...(testDataKey ? { testDataKey } : {}),
+  });
+  const registration = output.registration as { model: string; version: number; stage: string; promoted: boolean };
+  const evaluation = output.evaluation as { metrics: Record<string, unknown>; gate: Record<string, unknown> };
+  const record = await platform.registry.getVersion(registration.model, registration.version);
+  const modelArtifact = record.artifacts['model.onnx'];
+  const summary = {
+    model: record.model,
+    version: record.version,
+    stage: record.stage,
+    algorithm: record.lineage.algorithm,
+    metrics: evaluation.metrics,
+    gate: evaluation.gate,
+    promoted: registration.promoted,
+    artifact: modelArtifact ? { key: modelArtifact.key, sha256: modelArtifact.sha256, size: modelArtifact.size } : null,
+    dataset: { name: record.lineage.dataset, version: record.lineage.datasetVersion },
+    trainingJob: record.lineage.trainingJob,
+  };
+  reporter.done('train', `${record.model}@${record.version} ${headlineMetrics(evaluation.metrics)} · ${evaluation.gate.reason}`);
+  return summary;
+}
+
+function headlineMetrics(metrics: Record<string, unknown>): string {
+  const pick = ['accuracy', 'roc_auc', 'f1', 'rmse', 'mae', 'r2'].filter((name) => typeof metrics[name] === 'number');
+  return pick.map((name) => `${name}=${(metrics[name] as number).toFixed(4)}`).join(' ');
+}
+
+function formatTraining(summary: Awaited<ReturnType<typeof runTraining>>): string {
+  return [
+    `model     ${summary.model}@${summary.version} (${summary.stage}${summary.promoted ? ', champion' : ''})`,
+    `algorithm ${summary.algorithm}`,
+    `metrics   ${headlineMetrics(summary.metrics)}`,
+    `gate      ${summary.gate.reason}`,
+    `artifact  ${summary.artifact?.key} sha256:${summary.artifact?.sha256.slice(0, 16)}…`,
+  ].join('\n');
+}
+
+/** `kiln models list`. */
+export async function modelsList(options: GlobalOptions) {
+  const platform = await openPlatform(options, new Reporter(true));
+  const models = [];
+  for (const name of await platform.registry.listModels()) {
+    const versions = await platform.registry.listVersions(name);
+    const { aliases } = await platform.registry.readAliases(name);
+    models.push({
+      model: name,
+      versions: versions.map((v) => ({ version: v.version, stage: v.stage, createdAt: v.createdAt, metrics: v.metrics })),
+      aliases,
+    });
+  }
+  print(options, models, () =>
+    models.length === 0
+      ? 'no models yet: run `kiln up` or `kiln train`'
+      : models
+          .map((m) => {
+            const aliasText = Object.entries(m.aliases)
+              .map(([alias, version]) => `${alias}→${version}`)
+              .join(' ');
+            const latest = m.versions.at(-1);
+            return `${m.model.padEnd(20)} ${m.versions.length} version(s)  latest ${latest?.version} (${latest?.stage})  ${aliasText}`;
+          })
+          .join('\n'),
+  );
+}
+
+/** `kiln models show NAME[@VERSION]`. */
+export async function modelsShow(reference: string, options: GlobalOptions) {
+  const platform = await openPlatform(options, new Reporter(true));
+  const record = await platform.registry.resolve(reference);
+  const { aliases } = await platform.registry.readAliases(record.model);
+  const aliasNames = Object.entries(aliases)
+    .filter(([, version]) => version === record.version)
+    .map(([alias]) => alias);
+  print(options, { ...record, aliases: aliasNames }, () =>
+    [
+      `${record.model}@${record.version}  stage ${record.stage}  aliases ${aliasNames.join(', ') || '-'}`,
+      `task      ${record.task} → ${record.target}${record.classes.length ? ` (${record.classes.join(', ')})` : ''}`,
+      `metrics   ${headlineMetrics(record.metrics)}`,
+      `data      ${record.lineage.dataset}@${record.lineage.datasetVersion}`,
+      `code      ${record.lineage.codeVersion}  algorithm ${record.lineage.algorithm}  seed ${record.lineage.seed}`,
+      `transform ${record.lineage.transformHash}`,
+      `artifact  sha256:${record.lineage.artifactSha256}`,
+      `job       ${record.lineage.trainingJob}  ${record.lineage.startedAt} → ${record.lineage.endedAt}`,
+    ].join('\n'),
+  );
+}
+
+/** `kiln schema show DATASET`. */
+export async function schemaShow(dataset: string, options: GlobalOptions) {
+  const platform = await openPlatform(options, new Reporter(true));
+  const schema = await readSchema(platform.store, dataset);
+  print(options, schema, () =>
+    schema.columns
+      .map((c) => {
+        const range = c.min !== undefined ? ` [${c.min}, ${c.max}]` : '';
+        const categories = c.categories ? ` {${c.categories.slice(0, 8).join(', ')}${c.categories.length > 8 ? ', …' : ''}}` : '';
+        return `${c.name.padEnd(28)} ${c.type.padEnd(9)} ${c.nullable ? 'nullable' : 'required'}${range}${categories}`;
+      })
+      .join('\n'),
+  );
+}
+
+/** Starts the inference server over the registry; resolves with its URL. */
+async function startServer(platform: LocalPlatform, port: number, host: string) {
+  const inference = createInferenceServer({
+    source: new RegistryModelSource(platform.registry),
+    capture: { store: platform.store, sampleRate: 1 },
+  });
+  const address = await inference.listen(port, host);
+  return { inference, url: `http://${host}:${address.port}` };
+}
+
+/** `kiln serve`: serve until Ctrl-C. */
+export async function serve(options: GlobalOptions & { port: number; host: string }) {
+  const reporter = new Reporter(false);
+  const platform = await openPlatform(options, reporter);
+  const models = await platform.registry.listModels();
+  if (models.length === 0) throw new NotFoundError('no models registered yet: run `kiln up` or `kiln train` first');
+  const { inference, url } = await startServer(platform, options.port, options.host);
+  process.stderr.write(`serving ${models.join(', ')} on ${url}  (Ctrl-C to stop)\n`);
+  await waitForShutdown();
+  await inference.close();
+}
+
+/** `kiln predict`: batch scoring with the same transform and ONNX Runtime as the server. */
+export async function predict(options: GlobalOptions & { model: string; input: string; output?: string }) {
+  await assertReadable(options.input);
+  const platform = await openPlatform(options, new Reporter(true));
+  const record = await platform.registry.resolve(options.model);
+  const rows = await readTableFile(options.input);
+  if (rows.length === 0) throw new ValidationError(`${options.input} has no rows`);
+  const predictions = await predictRows(platform.registry, record, rows);
+  const lines = predictions.map((prediction) => JSON.stringify(prediction));
+  if (!options.output) {
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return;
+  }
+  if (extname(options.output) === '.csv') {
+    const header = Object.keys(predictions[0] ?? {});
+    const csv = [header.join(','), ...predictions.map((p) => header.map((h) => csvCell(p[h])).join(','))];
+    await writeFile(options.output, `${csv.join('\n')}\n`);
+  } else {
+    await writeFile(options.output, `${lines.join('\n')}\n`);
+  }
+  process.stderr.write(`wrote ${predictions.length} predictions of ${record.model}@${record.version} to ${options.output}\n`);
+}
+
+function csvCell(value: unknown): string {
+  const text = typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value ?? '');
+  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+interface UpOptions extends GlobalOptions {
+  data?: string;
+  target?: string;
+  dataset?: string;
+  model?: string;
+  port: number;
+  once?: boolean;
+}
+
+/** `kiln up` / `npm start`: the whole loop, visibly, then serve. */
+export async function up(options: UpOptions) {
+  const started = performance.now();
+  if (options.data && !options.target) throw new ValidationError('--data needs --target COLUMN: the column to predict');
+  if (options.target && !options.data) throw new ValidationError('--target goes with --data FILE');
+  const data = options.data ?? SAMPLE_DATA;
+  const target = options.target ?? SAMPLE_TARGET;
+  await assertReadable(data);
+  const dataset = options.dataset ?? datasetNameOf(data);
+  const reporter = new Reporter(Boolean(options.json));
+
+  reporter.stage('home');
+  const platform = await openPlatform(options, reporter);
+  reporter.done('home', platform.home.dir);
+
+  reporter.stage('ingest');
+  const landing = await platform.ingest([data], dataset);
+  reporter.done('ingest', landing.objects.map((o) => o.key).join(', '));
+
+  const etlResult = await runEtl(platform, reporter, dataset);
+  const training = await runTraining(platform, reporter, {
+    ...options,
+    dataset,
+    target,
+    algorithm: 'gbdt',
+    seed: 0,
+    gateMargin: 0,
+  });
+
+  reporter.stage('serve');
+  const { inference, url } = await startServer(platform, options.port, '127.0.0.1').catch((error: unknown) => {
+    if ((error as { code?: string }).code === 'EADDRINUSE') {
+      throw new ValidationError(`port ${options.port} is in use: pass --port N (or --port 0 for any free port)`);
+    }
+    throw error;
+  });
+  reporter.done('serve', url);
+
+  reporter.stage('predict');
+  const sample = (await readCuratedRows(platform.store, dataset, String(etlResult.version), 'test')).slice(0, 3);
+  const instances = sample.map((row) => Object.fromEntries(Object.entries(row).filter(([key]) => key !== target)));
+  const response = await fetch(`${url}/invocations?model=${training.model}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ instances }),
+  });
+  const body = (await response.json()) as { predictions?: Array<Record<string, unknown>>; error?: string };
+  if (!response.ok || !body.predictions) {
+    await inference.close();
+    throw new Error(`the server answered ${response.status}: ${body.error ?? 'no predictions'}`);
+  }
+  const predictions = body.predictions.map((prediction, i) => ({ ...prediction, actual: sample[i]?.[target] }));
+  reporter.done('predict', `${predictions.length} predictions over HTTP`);
+
+  const summary = {
+    model: training.model,
+    version: training.version,
+    dataset: { name: dataset, version: etlResult.version, rows: etlResult.accepted, quarantined: etlResult.quarantined },
+    metrics: training.metrics,
+    gate: training.gate,
+    endpoint: url,
+    predictions,
+    seconds: Number(((performance.now() - started) / 1000).toFixed(1)),
+    next: [
+      `curl -s ${url}/ping`,
+      `curl -s -X POST ${url}/invocations?model=${training.model} -H 'content-type: application/json' -d '${JSON.stringify({ instances: instances.slice(0, 1) })}'`,
+      `npx kiln models show ${training.model} --home ${options.home}`,
+      `npx kiln predict --model ${training.model} --input ${data} --home ${options.home}`,
+    ],
+  };
+  print(options, summary, () =>
+    [
+      '',
+      `Kiln is up in ${summary.seconds} s.`,
+      `  model      ${summary.model}@${summary.version} (${training.stage})`,
+      `  data       ${dataset}@${etlResult.version}: ${etlResult.accepted} rows curated, ${etlResult.quarantined} quarantined`,
+      `  held-out   ${headlineMetrics(training.metrics)}`,
+      `  endpoint   ${url}  (SageMaker: /ping /invocations · Open Inference Protocol: /v2/models/${summary.model}/infer)`,
+      '  predictions',
+      ...predictions.map((p) => `    ${JSON.stringify(p)}`),
+      '  try next',
+      ...summary.next.map((line) => `    ${line}`),
+    ].join('\n'),
+  );
+  if (!options.once) {
+    process.stderr.write(`\nserving on ${url} — Ctrl-C to stop\n`);
+    await waitForShutdown();
+  }
+  await inference.close();
+  await platform.bus.drain();
+}
+
+function datasetNameOf(file: string): string {
+  const stem = basename(file).replace(/(\.gz)?$/, '').replace(/\.[^.]+$/, '');
+  const name = stem.toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^[^a-z]+/, '').slice(0, 64);
+  if (!name) throw new ValidationError(`cannot derive a dataset name from ${file}: pass --dataset NAME`);
+  return name;
+}
+
+function waitForShutdown(): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}

@@ -1,0 +1,32 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+let cached: string | undefined;
+
+/** The code that trained a model: `KILN_CODE_VERSION` (set in images at build), else git commit, else package version. */
+export function codeVersion(): string {
+  if (cached) return cached;
+  const fromEnv = process.env.KILN_CODE_VERSION;
+  if (fromEnv) return (cached = fromEnv);
+  const { version } = JSON.parse(readFileSync(`${repoRoot}package.json`, 'utf8')) as { version: string };
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+      .toString()
+      .trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+      .toString()
+      .trim();
+    cached = `kiln@${version}+git.${commit}${dirty ? '.dirty' : ''}`;
+  } catch {
+    cached = `kiln@${version}`;
+  }
+  return cached;
+}
