@@ -18,3 +18,10 @@ export function eventsFromEnv(): EventPublisher {
   const bus = process.env.KILN_EVENT_BUS;
   return bus ? new EventBridgePublisher(bus) : discardEvents;
 }
+
+/** Reads a required environment variable once, at module load, and fails loudly when it is missing. */
+export function requireEnv(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`environment variable ${name} is required`);
+  return value;
+}

@@ -63,7 +63,7 @@ export class ModelRegistry {
     }
 
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-      const version = (await this.latestVersionNumber(request.model)) + 1 + attempt;
+      const version = (await this.latestVersionNumber(request.model)) + 1;
       // Claiming model.onnx create-only decides which writer owns this version number.
       try {
         await this.store.put(lake.modelFile(request.model, version, 'model.onnx'), onnx, { ifNoneMatch: '*' });
