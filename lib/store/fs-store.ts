@@ -65,6 +65,8 @@ export class FileSystemStore implements ObjectStore {
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {
+    // Without this, `../` walks the folder above the root.
+    if (prefix !== '') assertValidKey(prefix.endsWith('/') ? prefix.slice(0, -1) : prefix);
     // A prefix may end inside a segment ("raw/ir" matches "raw/iris/…"), so walk from its last full folder.
     const folders = prefix.split('/').slice(0, -1).filter(Boolean);
     const start = join(this.root, ...folders);
@@ -88,8 +90,11 @@ export class FileSystemStore implements ObjectStore {
     await mkdir(tempDir, { recursive: true });
     await mkdir(dirname(target), { recursive: true });
     const temp = join(tempDir, `${randomUUID()}.part`);
+    let written: ObjectInfo;
     try {
       await fill(temp);
+      // Describe what this call writes before committing it: a head() afterwards could see a later writer's object.
+      written = { key, size: (await stat(temp)).size, etag: await etagOf(temp) };
       if (options.ifNoneMatch === '*') {
         try {
           await link(temp, target);
@@ -111,9 +116,7 @@ export class FileSystemStore implements ObjectStore {
     } finally {
       await rm(temp, { force: true });
     }
-    const info = await this.head(key);
-    if (!info) throw new NotFoundError(`object ${key} vanished right after it was written`);
-    return info;
+    return written;
   }
 
   private async withKeyLock<T>(target: string, action: () => Promise<T>): Promise<T> {

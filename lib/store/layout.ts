@@ -17,6 +17,11 @@ export function assertName(kind: 'dataset' | 'model', name: string): string {
 export const lake = {
   rawPrefix: (dataset: string) => `raw/${dataset}/`,
   raw: (dataset: string, ingestId: string, file: string) => `raw/${dataset}/${ingestId}/${file}`,
+  /** What the ETL learnt about one raw object (format, hash, or why it was rejected); raw itself stays untouched. */
+  rawIndex: (rawKey: string) => `index/${rawKey}.json`,
+  /** Under `curated-staging/`, the prefix the ETL shard function may write (LakePrefix.curatedStaging). */
+  stagingFile: (dataset: string, runId: string, shard: string) => `curated-staging/${dataset}/${runId}/${shard}.parquet`,
+  quarantineFile: (dataset: string, runId: string, shard: string) => `quarantine/${dataset}/${runId}/${shard}.parquet`,
   schema: (dataset: string) => `schemas/${dataset}/schema.json`,
   stagingPrefix: (dataset: string, runId: string) => `staging/${dataset}/${runId}/`,
   curatedPrefix: (dataset: string, version?: string) =>
