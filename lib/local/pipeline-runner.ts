@@ -41,7 +41,7 @@ export class PipelineFailedError extends Error {
   constructor(
     readonly pipeline: string,
     readonly error: string,
-    readonly cause: string,
+    override readonly cause: string,
   ) {
     super(`${pipeline} pipeline failed: ${error}: ${summariseCause(cause)}`);
     this.name = 'PipelineFailedError';
@@ -49,6 +49,7 @@ export class PipelineFailedError extends Error {
 }
 
 const LAMBDA_INVOKE = 'arn:aws:states:::lambda:invoke';
+const LAMBDA_FUNCTION_ARN = /^arn:aws:lambda:[^:]+:\d+:function:[^:]+$/;
 
 /**
  * Runs the state machines exactly as CDK synthesized them, with aws-local-stepfunctions: every Lambda task
@@ -124,6 +125,11 @@ export class LocalPipelines {
 
   private async invokeTask(stateName: string, resource: string, parameters: Record<string, unknown>) {
     if (resource === LAMBDA_INVOKE) return this.invokeLambda(parameters);
+    // A function ARN as Resource is the direct Lambda integration: the input is the event, the result the output.
+    if (LAMBDA_FUNCTION_ARN.test(resource)) {
+      const response = await this.invokeLambda({ FunctionName: resource, Payload: parameters });
+      return response.Payload;
+    }
     const service = this.options.services?.[resource];
     if (!service) throw new Error(`state ${stateName}: no local stand-in for ${resource}`);
     return service(parameters);

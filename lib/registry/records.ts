@@ -44,7 +44,7 @@ export const VersionRecordSchema = z.strictObject({
   task: z.enum(['binary', 'multiclass', 'regression']),
   classes: z.array(z.string()),
   target: z.string(),
-  inputs: z.array(z.strictObject({ name: z.string(), type: z.string() })),
+  inputs: z.array(z.strictObject({ name: z.string(), type: z.string(), nullable: z.boolean().optional() })),
   metrics: metricsSchema,
   artifacts: z.record(z.string(), ArtifactRefSchema),
   lineage: LineageSchema,
