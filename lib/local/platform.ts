@@ -46,6 +46,8 @@ export class LocalPlatform {
     const home = await openHome(options.home);
     // Handlers read their lake from KILN_LAKE exactly as in Lambda; here it is the home's lake folder.
     process.env.KILN_LAKE = home.lakeDir;
+    // Handler logs are for CloudWatch; on a terminal they would bury the progress (KILN_DEBUG shows them).
+    process.env.POWERTOOLS_LOG_LEVEL ??= process.env.KILN_DEBUG ? 'DEBUG' : 'SILENT';
     const store = openStore(home.lakeDir) as FileSystemStore;
     const bus = new LocalEventBus(home.eventsLog);
     useLocalEventPublisher(bus);

@@ -1,0 +1,98 @@
+import { App, CfnParameter, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as cxapi from 'aws-cdk-lib/cx-api';
+import { describe, expect, it } from 'vitest';
+import { ValidationError } from '../../lib/core/errors.ts';
+import { EtlStates } from '../../lib/pipelines/etl-pipeline.ts';
+import { TrainingPipeline, TrainingStates } from '../../lib/pipelines/training-pipeline.ts';
+import type { KilnPlatformStackProps } from '../../lib/stacks/platform-stack.ts';
+import { synthesizePlatformTemplate } from '../../lib/stacks/synth.ts';
+import { type CfnResource, type CfnTemplate, definitionOf, property, synthesize } from './support.ts';
+
+describe('synthesizePlatformTemplate', () => {
+  const template = synthesizePlatformTemplate() as unknown as CfnTemplate;
+  const machines = Object.entries(template.Resources).filter(
+    ([, resource]) => resource.Type === 'AWS::StepFunctions::StateMachine',
+  );
+
+  it('returns the CloudFormation template with both state machines, readable as ASL', () => {
+    const starts = machines.map(([id]) => definitionOf(template, id).StartAt).sort();
+    expect(starts).toEqual([EtlStates.plan, TrainingStates.prepare].sort());
+  });
+
+  it('matches what the CDK app synthesizes (same definitions the cloud runs)', () => {
+    const { json } = synthesize();
+    // Image tags hash the source tree, which may change between the two syntheses while others edit it.
+    const normalized = (definition: unknown) =>
+      JSON.stringify(definition).replace(/:[0-9a-f]{64}"/g, ':<hash>"');
+    for (const [id] of machines) {
+      expect(normalized(definitionOf(template, id))).toEqual(normalized(definitionOf(json, id)));
+    }
+  });
+
+  it('names the handler module of every function, for the local runtime', () => {
+    const functions = Object.values(template.Resources).filter(
+      (resource) => resource.Type === 'AWS::Lambda::Function',
+    );
+    expect(functions.length).toBe(9);
+    for (const fn of functions) {
+      const variables = property<{ Variables: Record<string, unknown> }>(fn, 'Environment').Variables;
+      expect(variables.KILN_HANDLER).toMatch(/^functions\/[a-z/-]+\.handler$/);
+    }
+  });
+
+  it('passes stack props through (lambda serving has no SageMaker endpoint)', () => {
+    const lambda = synthesizePlatformTemplate({
+      stackProps: { servingMode: 'lambda' },
+    }) as unknown as CfnTemplate;
+    const types = Object.values(lambda.Resources).map((resource) => resource.Type);
+    expect(types).not.toContain('AWS::SageMaker::Endpoint');
+  });
+});
+
+describe('KilnPlatformStack props', () => {
+  it.each<[KilnPlatformStackProps, RegExp]>([
+    [{ servingMode: 'ec2' as 'lambda' }, /servingMode must be one of sagemaker, lambda, got 'ec2'/],
+    [
+      { trainingInstanceType: 'm5.xlarge' },
+      /trainingInstanceType must be 'ml.<family>.<size>', got 'm5.xlarge'/,
+    ],
+    [{ inferenceInstanceType: 'ml.g5' }, /instanceType must be 'ml.<family>.<size>', got 'ml.g5'/],
+    [{ etlMaxConcurrency: 0 }, /maxConcurrency must be an integer between 1 and 10000, got 0/],
+  ])('rejects %o with a message naming the value and the range', (props, message) => {
+    expect(() => synthesize(props)).toThrow(ValidationError);
+    expect(() => synthesize(props)).toThrow(message);
+  });
+
+  it('accepts an instance type only known at deploy time (a token)', () => {
+    const app = new App({
+      builtinCloudFormationValidation: false,
+      context: { [cxapi.BUNDLING_STACKS]: [] },
+    });
+    const stack = new Stack(app, 'Tokens');
+    const instanceType = new CfnParameter(stack, 'TrainingInstanceType', { default: 'ml.c5.2xlarge' })
+      .valueAsString;
+    const lakeBucket = new s3.Bucket(stack, 'Lake', { encryption: s3.BucketEncryption.KMS });
+    new TrainingPipeline(stack, 'Training', {
+      lakeBucket,
+      bus: new events.EventBus(stack, 'Bus'),
+      failureFunction: lambda.Function.fromFunctionName(stack, 'Failure', 'failure'),
+      trainingInstanceType: instanceType,
+    });
+    const machines = Template.fromStack(stack).findResources('AWS::StepFunctions::StateMachine');
+    const definition = property<{ 'Fn::Join': [string, unknown[]] }>(
+      Object.values(machines)[0] as CfnResource | undefined,
+      'DefinitionString',
+    );
+    const parts = definition['Fn::Join'][1];
+    // "InstanceType":"ml." + the parameter with its own "ml." split off, resolved by CloudFormation.
+    const at = parts.findIndex((part) => typeof part === 'string' && part.endsWith('"InstanceType":"ml.'));
+    expect(at).toBeGreaterThanOrEqual(0);
+    expect(parts[at + 1]).toEqual({
+      'Fn::Select': [1, { 'Fn::Split': ['ml.', { Ref: 'TrainingInstanceType' }] }],
+    });
+  });
+});
