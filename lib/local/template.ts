@@ -26,6 +26,14 @@ export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknow
       return parts.map((part) => String(resolveIntrinsics(part, template))).join(separator);
     }
     if (key === 'Ref' && typeof argument === 'string') return resolveRef(argument, template);
+    if (key === 'Fn::Sub') {
+      const [text, variables] = (Array.isArray(argument) ? argument : [argument, {}]) as [string, Record<string, unknown>];
+      return String(text).replace(/\$\{([^}!]+)\}/g, (_, name: string) => {
+        if (name in variables) return String(resolveIntrinsics(variables[name], template));
+        const [logicalId, attribute] = name.split('.');
+        return attribute ? resolveGetAtt(logicalId ?? name, attribute, template) : resolveRef(name, template);
+      });
+    }
     if (key === 'Fn::GetAtt' && Array.isArray(argument)) {
       const [logicalId, attribute] = argument as [string, string];
       return resolveGetAtt(logicalId, attribute, template);
@@ -45,10 +53,7 @@ function resolveRef(name: string, template: CfnTemplate): string {
     case 'AWS::URLSuffix':
       return 'amazonaws.com';
     default:
-      if (!template.Resources[name] && !name.startsWith('AWS::')) {
-        // Parameters (e.g. asset parameters) resolve to their own name.
-        return name;
-      }
+      // Resources and parameters (e.g. asset parameters) resolve to their own logical name.
       return name;
   }
 }

@@ -1,7 +1,7 @@
-import { applyTransform, type FittedTransform } from '../core/transform.ts';
+import { applyTransform, parseFittedTransform } from '../core/transform.ts';
 import { OnnxModel } from '../ml/onnx-model.ts';
-import type { ModelRegistry } from './registry.ts';
 import type { VersionRecord } from './records.ts';
+import type { ModelRegistry } from './registry.ts';
 
 /** One prediction, in the same shape the inference server returns. */
 export type Prediction = { label: string; probabilities: Record<string, number> } | { value: number };
@@ -12,7 +12,9 @@ export async function predictRows(
   record: VersionRecord,
   rows: ReadonlyArray<Record<string, unknown>>,
 ): Promise<Prediction[]> {
-  const fitted = JSON.parse((await registry.readArtifact(record, 'transform.json')).toString('utf8')) as FittedTransform;
+  const fitted = parseFittedTransform(
+    JSON.parse((await registry.readArtifact(record, 'transform.json')).toString('utf8')),
+  );
   const model = await OnnxModel.load(await registry.readArtifact(record, 'model.onnx'));
   try {
     const { features, nRows } = applyTransform(fitted, rows);

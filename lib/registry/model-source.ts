@@ -1,4 +1,4 @@
-import type { FittedTransform } from '../core/transform.ts';
+import { parseFittedTransform } from '../core/transform.ts';
 import type { LoadedModelBundle, ModelSource } from '../serving/model-source.ts';
 import type { ModelRegistry } from './registry.ts';
 
@@ -21,10 +21,15 @@ export class RegistryModelSource implements ModelSource {
   }
 
   async load(name: string, version?: string): Promise<LoadedModelBundle> {
-    const record = version === undefined ? await this.resolveDefault(name) : await this.registry.resolve(`${name}@${version}`);
+    const record =
+      version === undefined
+        ? await this.resolveDefault(name)
+        : await this.registry.resolve(`${name}@${version}`);
     const onnx = await this.registry.readArtifact(record, 'model.onnx');
-    const transform = JSON.parse((await this.registry.readArtifact(record, 'transform.json')).toString('utf8'));
-    return { name, version: String(record.version), onnx, transform: transform as FittedTransform };
+    const transform = parseFittedTransform(
+      JSON.parse((await this.registry.readArtifact(record, 'transform.json')).toString('utf8')),
+    );
+    return { name, version: String(record.version), onnx, transform };
   }
 
   private async resolveDefault(name: string) {

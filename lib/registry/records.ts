@@ -23,7 +23,11 @@ export const LineageSchema = z.strictObject({
 });
 export type Lineage = z.infer<typeof LineageSchema>;
 
-export const ArtifactRefSchema = z.strictObject({ key: z.string(), sha256, size: z.number().int().nonnegative() });
+export const ArtifactRefSchema = z.strictObject({
+  key: z.string(),
+  sha256,
+  size: z.number().int().nonnegative(),
+});
 export type ArtifactRef = z.infer<typeof ArtifactRefSchema>;
 
 export const StageChangeSchema = z.strictObject({

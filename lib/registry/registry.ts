@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { ConflictError, IntegrityError, NotFoundError, ValidationError } from '../core/errors.ts';
-import { EventTypes, type EventPublisher, type KilnEvent, discardEvents } from '../core/events.ts';
+import { discardEvents, type EventPublisher, EventTypes, type KilnEvent } from '../core/events.ts';
+import { assertName, lake } from '../store/layout.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { toJsonBody } from '../store/object-store.ts';
-import { assertName, lake } from '../store/layout.ts';
 import {
   ALIAS_PATTERN,
   type Aliases,
@@ -59,14 +59,18 @@ export class ModelRegistry {
     const lineage = LineageSchema.safeParse({ ...request.lineage, artifactSha256 });
     if (!lineage.success) {
       const fields = lineage.error.issues.map((issue) => issue.path.join('.') || '(root)').join(', ');
-      throw new ValidationError(`lineage is incomplete or invalid (${fields}): every version must say where it came from`);
+      throw new ValidationError(
+        `lineage is incomplete or invalid (${fields}): every version must say where it came from`,
+      );
     }
 
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const version = (await this.latestVersionNumber(request.model)) + 1;
       // Claiming model.onnx create-only decides which writer owns this version number.
       try {
-        await this.store.put(lake.modelFile(request.model, version, 'model.onnx'), onnx, { ifNoneMatch: '*' });
+        await this.store.put(lake.modelFile(request.model, version, 'model.onnx'), onnx, {
+          ifNoneMatch: '*',
+        });
       } catch (error) {
         if (error instanceof ConflictError) continue;
         throw error;
@@ -94,7 +98,9 @@ export class ModelRegistry {
         gate: request.gate,
         history: [{ from: null, to: 'candidate', by: request.actor, at: now, reason: 'registered' }],
       });
-      await this.store.put(lake.registryVersion(request.model, version), toJsonBody(record), { ifNoneMatch: '*' });
+      await this.store.put(lake.registryVersion(request.model, version), toJsonBody(record), {
+        ifNoneMatch: '*',
+      });
       await this.emit(EventTypes.modelVersionRegistered, {
         model: record.model,
         version,
@@ -103,7 +109,9 @@ export class ModelRegistry {
       });
       return record;
     }
-    throw new ConflictError(`could not allocate a version of ${request.model} after ${MAX_CAS_ATTEMPTS} attempts`);
+    throw new ConflictError(
+      `could not allocate a version of ${request.model} after ${MAX_CAS_ATTEMPTS} attempts`,
+    );
   }
 
   /** Every model group name, sorted. */
@@ -136,7 +144,9 @@ export class ModelRegistry {
     }
     if (aliases.champion !== undefined) return this.getServableVersion(model, aliases.champion, 'champion');
     const versions = await this.listVersions(model);
-    const newest = versions.filter((record) => record.stage !== 'rejected' && record.stage !== 'archived').at(-1);
+    const newest = versions
+      .filter((record) => record.stage !== 'rejected' && record.stage !== 'archived')
+      .at(-1);
     if (!newest) throw new NotFoundError(`model ${model} has no servable version`);
     return newest;
   }
@@ -172,7 +182,13 @@ export class ModelRegistry {
   }
 
   /** Points an alias at a version (compare-and-swap on the alias document); emits AliasMoved. */
-  async setAlias(model: string, alias: string, version: number, actor: string, reason: string): Promise<Aliases> {
+  async setAlias(
+    model: string,
+    alias: string,
+    version: number,
+    actor: string,
+    reason: string,
+  ): Promise<Aliases> {
     if (!ALIAS_PATTERN.test(alias)) throw new ValidationError(`invalid alias ${JSON.stringify(alias)}`);
     const record = await this.getVersion(model, version);
     if (record.stage === 'archived' || record.stage === 'rejected') {
@@ -194,7 +210,13 @@ export class ModelRegistry {
   }
 
   /** Changes a version's stage (compare-and-swap on its record) and records who, when and why. */
-  async setStage(model: string, version: number, stage: Stage, actor: string, reason: string): Promise<VersionRecord> {
+  async setStage(
+    model: string,
+    version: number,
+    stage: Stage,
+    actor: string,
+    reason: string,
+  ): Promise<VersionRecord> {
     const key = lake.registryVersion(model, version);
     let from: Stage | undefined;
     const record = await this.casJson(
@@ -203,7 +225,11 @@ export class ModelRegistry {
         if (!current) throw new NotFoundError(`${model}@${version} does not exist`);
         from = current.stage;
         const at = new Date().toISOString();
-        return { ...current, stage, history: [...current.history, { from: current.stage, to: stage, by: actor, at, reason }] };
+        return {
+          ...current,
+          stage,
+          history: [...current.history, { from: current.stage, to: stage, by: actor, at, reason }],
+        };
       },
       VersionRecordSchema.parse,
     );
@@ -220,7 +246,9 @@ export class ModelRegistry {
       });
     });
     if (record.stage === 'archived' || record.stage === 'rejected') {
-      throw new ValidationError(`alias ${model}@${alias} points at version ${version}, which is ${record.stage}`);
+      throw new ValidationError(
+        `alias ${model}@${alias} points at version ${version}, which is ${record.stage}`,
+      );
     }
     return record;
   }
@@ -242,9 +270,12 @@ export class ModelRegistry {
     } catch (error) {
       if (error instanceof NotFoundError) {
         const [, model, , file] = key.split('/');
-        throw new NotFoundError(`model version ${model}@${Number(file?.replace('.json', ''))} does not exist`, {
-          cause: error,
-        });
+        throw new NotFoundError(
+          `model version ${model}@${Number(file?.replace('.json', ''))} does not exist`,
+          {
+            cause: error,
+          },
+        );
       }
       throw error;
     }
@@ -256,7 +287,11 @@ export class ModelRegistry {
   }
 
   /** Read-modify-write with optimistic concurrency: retries when another writer got there first. */
-  private async casJson<T>(key: string, update: (current: T | undefined) => T, parse: (value: unknown) => T): Promise<T> {
+  private async casJson<T>(
+    key: string,
+    update: (current: T | undefined) => T,
+    parse: (value: unknown) => T,
+  ): Promise<T> {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const info = await this.store.head(key);
       const current = info ? parse(JSON.parse((await this.store.get(key)).toString('utf8'))) : undefined;
@@ -291,7 +326,9 @@ export function parseModelReference(reference: string): { model: string; ref?: s
   if (extra !== undefined) throw new ValidationError(`invalid model reference ${JSON.stringify(reference)}`);
   assertName('model', model);
   if (ref !== undefined && !/^\d+$/.test(ref) && !ALIAS_PATTERN.test(ref)) {
-    throw new ValidationError(`invalid version or alias ${JSON.stringify(ref)} in ${JSON.stringify(reference)}`);
+    throw new ValidationError(
+      `invalid version or alias ${JSON.stringify(ref)} in ${JSON.stringify(reference)}`,
+    );
   }
   return ref === undefined ? { model } : { model, ref };
 }

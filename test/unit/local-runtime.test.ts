@@ -76,3 +76,13 @@ describe('template resolution', () => {
     expect([...tasks.keys()].sort()).toEqual(['A', 'B', 'C']);
   });
 });
+
+describe('Fn::Sub', () => {
+  it('substitutes pseudo parameters, attributes and explicit variables', () => {
+    const template = { Resources: { Fn1: { Type: 'AWS::Lambda::Function' } } };
+    const value = { 'Fn::Sub': ['${AWS::AccountId}.dkr/${Fn1.Arn}:${Tag}', { Tag: { Ref: 'AWS::Region' } }] };
+    expect(resolveIntrinsics(value, template)).toBe(
+      '000000000000.dkr/arn:aws:lambda:us-east-1:000000000000:function:Fn1:us-east-1',
+    );
+  });
+});
