@@ -153,7 +153,11 @@ function formatTraining(summary: Awaited<ReturnType<typeof runTraining>>): strin
 /** `kiln models list`. */
 export async function modelsList(options: GlobalOptions) {
   const platform = await openPlatform(options, new Reporter(true));
-  const models = [];
+  const models: Array<{
+    model: string;
+    versions: Array<{ version: number; stage: string; createdAt: string; metrics: Record<string, unknown> }>;
+    aliases: Record<string, number>;
+  }> = [];
   for (const name of await platform.registry.listModels()) {
     const versions = await platform.registry.listVersions(name);
     const { aliases } = await platform.registry.readAliases(name);
@@ -252,7 +256,10 @@ export async function predict(options: GlobalOptions & { model: string; input: s
   }
   if (extname(options.output) === '.csv') {
     const header = Object.keys(predictions[0] ?? {});
-    const csv = [header.join(','), ...predictions.map((p) => header.map((h) => csvCell(p[h])).join(','))];
+    const csv = [
+      header.join(','),
+      ...predictions.map((p) => header.map((h) => csvCell((p as Record<string, unknown>)[h])).join(',')),
+    ];
     await writeFile(options.output, `${csv.join('\n')}\n`);
   } else {
     await writeFile(options.output, `${lines.join('\n')}\n`);

@@ -19,14 +19,17 @@ export async function proxyToEndpoint(
   endpointName: string,
   event: Pick<APIGatewayProxyEvent, 'body' | 'headers' | 'isBase64Encoded' | 'queryStringParameters'>,
 ): Promise<APIGatewayProxyResult> {
-  const headers = Object.fromEntries(Object.entries(event.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const headers = Object.fromEntries(
+    Object.entries(event.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]),
+  );
   const contentType = (headers['content-type'] ?? 'application/json').split(';')[0]?.trim() ?? '';
   if (!ALLOWED_TYPES.includes(contentType)) {
     return json(415, { error: `unsupported content type ${contentType}; use ${ALLOWED_TYPES.join(' or ')}` });
   }
   if (!event.body) return json(400, { error: 'empty request body' });
   const body = Buffer.from(event.body, event.isBase64Encoded ? 'base64' : 'utf8');
-  if (body.length > MAX_BODY_BYTES) return json(413, { error: `body is ${body.length} bytes; the limit is ${MAX_BODY_BYTES}` });
+  if (body.length > MAX_BODY_BYTES)
+    return json(413, { error: `body is ${body.length} bytes; the limit is ${MAX_BODY_BYTES}` });
   try {
     const response = await client.send(
       new InvokeEndpointCommand({
@@ -45,14 +48,19 @@ export async function proxyToEndpoint(
   } catch (error) {
     // InvokeEndpoint reports the container's 4xx as ModelError with OriginalStatusCode and OriginalMessage.
     const modelError = error as { name?: string; OriginalStatusCode?: number; OriginalMessage?: string };
-    if (modelError.name === 'ModelError' && modelError.OriginalStatusCode && modelError.OriginalStatusCode < 500) {
+    if (
+      modelError.name === 'ModelError' &&
+      modelError.OriginalStatusCode &&
+      modelError.OriginalStatusCode < 500
+    ) {
       return {
         statusCode: modelError.OriginalStatusCode,
         headers: { 'content-type': 'application/json' },
         body: modelError.OriginalMessage ?? JSON.stringify({ error: 'rejected by the model server' }),
       };
     }
-    if (modelError.name === 'ValidationError') return json(400, { error: 'the endpoint rejected the request' });
+    if (modelError.name === 'ValidationError')
+      return json(400, { error: 'the endpoint rejected the request' });
     throw error;
   }
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
 import type { EventPublisher } from '../core/events.ts';
-import type { FittedTransform } from '../core/transform.ts';
+import { parseFittedTransform } from '../core/transform.ts';
 import { readManifest } from '../etl/manifest.ts';
 import { readTableFile } from '../etl/tables.ts';
 import { ALGORITHMS, type Algorithm, parseHyperparameters } from '../ml/train.ts';
@@ -101,7 +101,7 @@ export async function evaluateTraining(store: ObjectStore, raw: unknown) {
   const testRows = await readLakeTable(store, state.job.testDataKey);
   const challenger = await evaluateOnnx(
     requireArtifact(artifacts, 'model.onnx'),
-    JSON.parse(requireArtifact(artifacts, 'transform.json').toString('utf8')) as FittedTransform,
+    parseFittedTransform(JSON.parse(requireArtifact(artifacts, 'transform.json').toString('utf8'))),
     testRows,
     state.job.target,
   );
@@ -118,7 +118,7 @@ export async function evaluateTraining(store: ObjectStore, raw: unknown) {
     } else {
       const scored = await evaluateOnnx(
         await registry.readArtifact(record, 'model.onnx'),
-        JSON.parse((await registry.readArtifact(record, 'transform.json')).toString('utf8')) as FittedTransform,
+        parseFittedTransform(JSON.parse((await registry.readArtifact(record, 'transform.json')).toString('utf8'))),
         testRows,
         state.job.target,
       );
