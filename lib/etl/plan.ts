@@ -72,10 +72,21 @@ export async function planEtl(
   try {
     const shards: RawObject[] = [];
     const rejected: RawRejection[] = [];
+    const seen = new Map<string, string>();
     for (const info of listed) {
       const described = await describeRawObject(store, info.key, dir);
-      if (isRejection(described)) rejected.push(described);
-      else shards.push(described);
+      if (isRejection(described)) {
+        rejected.push(described);
+        continue;
+      }
+      // The same bytes landed twice are the same data: count them once, so re-ingesting changes nothing.
+      const first = seen.get(described.sha256);
+      if (first) {
+        rejected.push({ key: described.key, reason: `duplicate: same content as ${first}` });
+        continue;
+      }
+      seen.set(described.sha256, described.key);
+      shards.push(described);
     }
     if (shards.length === 0) {
       throw new ValidationError(
