@@ -1,20 +1,14 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { EventBridgePublisher } from '../../lib/core/eventbridge-publisher.ts';
-import { discardEvents, type EventPublisher } from '../../lib/core/events.ts';
+import { discardEvents, type EventPublisher, localEventPublisher } from '../../lib/core/events.ts';
 
 /** Shared by every handler: one structured logger per function, service name from POWERTOOLS_SERVICE_NAME. */
 export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'kiln' });
 
-let localPublisher: EventPublisher | undefined;
-
-/** The local runtime routes handler events to its in-process bus through this hook. */
-export function useLocalEventPublisher(publisher: EventPublisher | undefined): void {
-  localPublisher = publisher;
-}
-
 /** Events go to the local bus when the local runtime set one, else to the EventBridge bus in KILN_EVENT_BUS. */
 export function eventsFromEnv(): EventPublisher {
-  if (localPublisher) return localPublisher;
+  const local = localEventPublisher();
+  if (local) return local;
   const bus = process.env.KILN_EVENT_BUS;
   return bus ? new EventBridgePublisher(bus) : discardEvents;
 }

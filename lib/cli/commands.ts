@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { access, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { basename, extname, join } from 'node:path';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
 import { readSchema } from '../etl/schema-store.ts';
@@ -7,6 +8,7 @@ import { readCuratedRows, readTableFile } from '../etl/tables.ts';
 import { LocalPlatform, REPO_ROOT } from '../local/platform.ts';
 import { predictRows } from '../registry/batch-predict.ts';
 import { RegistryModelSource } from '../registry/model-source.ts';
+import { jsonLogger, type ServingLogger } from '../serving/model-host.ts';
 import { createInferenceServer } from '../serving/server.ts';
 import { Reporter } from './reporter.ts';
 
@@ -44,18 +46,20 @@ async function assertReadable(file: string): Promise<void> {
 
 /** `kiln ingest`: land files in the raw zone. */
 export async function ingest(files: string[], options: GlobalOptions & { dataset: string }) {
-  const reporter = new Reporter(Boolean(options.json));
+  const reporter = new Reporter(false);
   for (const file of files) await assertReadable(file);
   const platform = await openPlatform(options, reporter);
   reporter.stage('ingest');
   const landing = await platform.ingest(files, options.dataset);
   reporter.done('ingest', `${landing.objects.length} file(s) → raw/${options.dataset}/${landing.ingestId}/`);
-  print(options, landing, () => landing.objects.map((o) => `${o.key}  ${o.format}  ${o.bytes} bytes`).join('\n'));
+  print(options, landing, () =>
+    landing.objects.map((o) => `${o.key}  ${o.format}  ${o.bytes} bytes`).join('\n'),
+  );
 }
 
 /** `kiln etl`: run the ETL state machine. */
 export async function etl(options: GlobalOptions & { dataset: string }) {
-  const reporter = new Reporter(Boolean(options.json));
+  const reporter = new Reporter(false);
   const platform = await openPlatform(options, reporter);
   const result = await runEtl(platform, reporter, options.dataset);
   print(options, result, () => JSON.stringify(result, null, 2));
@@ -87,7 +91,7 @@ interface TrainOptions extends GlobalOptions {
 
 /** `kiln train`: run the training state machine. */
 export async function train(options: TrainOptions) {
-  const reporter = new Reporter(Boolean(options.json));
+  const reporter = new Reporter(false);
   if (options.testData) await assertReadable(options.testData);
   const platform = await openPlatform(options, reporter);
   const summary = await runTraining(platform, reporter, options);
@@ -98,10 +102,13 @@ async function runTraining(platform: LocalPlatform, reporter: Reporter, options:
   const hyperparameters: Record<string, string> = {};
   for (const pair of options.param ?? []) {
     const [key, ...rest] = pair.split('=');
-    if (!key || rest.length === 0) throw new ValidationError(`--param expects key=value, got ${JSON.stringify(pair)}`);
+    if (!key || rest.length === 0)
+      throw new ValidationError(`--param expects key=value, got ${JSON.stringify(pair)}`);
     hyperparameters[key] = rest.join('=');
   }
-  const testDataKey = options.testData ? await platform.landHoldout(options.testData, options.dataset) : undefined;
+  const testDataKey = options.testData
+    ? await platform.landHoldout(options.testData, options.dataset)
+    : undefined;
   reporter.stage('train');
   reporter.pipeline(6);
   const output = await platform.train({
@@ -115,7 +122,12 @@ async function runTraining(platform: LocalPlatform, reporter: Reporter, options:
     gateMargin: options.gateMargin,
     ...(testDataKey ? { testDataKey } : {}),
   });
-  const registration = output.registration as { model: string; version: number; stage: string; promoted: boolean };
+  const registration = output.registration as {
+    model: string;
+    version: number;
+    stage: string;
+    promoted: boolean;
+  };
   const evaluation = output.evaluation as { metrics: Record<string, unknown>; gate: Record<string, unknown> };
   const record = await platform.registry.getVersion(registration.model, registration.version);
   const modelArtifact = record.artifacts['model.onnx'];
@@ -127,16 +139,23 @@ async function runTraining(platform: LocalPlatform, reporter: Reporter, options:
     metrics: evaluation.metrics,
     gate: evaluation.gate,
     promoted: registration.promoted,
-    artifact: modelArtifact ? { key: modelArtifact.key, sha256: modelArtifact.sha256, size: modelArtifact.size } : null,
+    artifact: modelArtifact
+      ? { key: modelArtifact.key, sha256: modelArtifact.sha256, size: modelArtifact.size }
+      : null,
     dataset: { name: record.lineage.dataset, version: record.lineage.datasetVersion },
     trainingJob: record.lineage.trainingJob,
   };
-  reporter.done('train', `${record.model}@${record.version} ${headlineMetrics(evaluation.metrics)} · ${evaluation.gate.reason}`);
+  reporter.done(
+    'train',
+    `${record.model}@${record.version} ${headlineMetrics(evaluation.metrics)} · ${evaluation.gate.reason}`,
+  );
   return summary;
 }
 
 function headlineMetrics(metrics: Record<string, unknown>): string {
-  const pick = ['accuracy', 'roc_auc', 'f1', 'rmse', 'mae', 'r2'].filter((name) => typeof metrics[name] === 'number');
+  const pick = ['accuracy', 'roc_auc', 'f1', 'rmse', 'mae', 'r2'].filter(
+    (name) => typeof metrics[name] === 'number',
+  );
   return pick.map((name) => `${name}=${(metrics[name] as number).toFixed(4)}`).join(' ');
 }
 
@@ -163,7 +182,12 @@ export async function modelsList(options: GlobalOptions) {
     const { aliases } = await platform.registry.readAliases(name);
     models.push({
       model: name,
-      versions: versions.map((v) => ({ version: v.version, stage: v.stage, createdAt: v.createdAt, metrics: v.metrics })),
+      versions: versions.map((v) => ({
+        version: v.version,
+        stage: v.stage,
+        createdAt: v.createdAt,
+        metrics: v.metrics,
+      })),
       aliases,
     });
   }
@@ -212,18 +236,51 @@ export async function schemaShow(dataset: string, options: GlobalOptions) {
     schema.columns
       .map((c) => {
         const range = c.min !== undefined ? ` [${c.min}, ${c.max}]` : '';
-        const categories = c.categories ? ` {${c.categories.slice(0, 8).join(', ')}${c.categories.length > 8 ? ', …' : ''}}` : '';
+        const categories = c.categories
+          ? ` {${c.categories.slice(0, 8).join(', ')}${c.categories.length > 8 ? ', …' : ''}}`
+          : '';
         return `${c.name.padEnd(28)} ${c.type.padEnd(9)} ${c.nullable ? 'nullable' : 'required'}${range}${categories}`;
       })
       .join('\n'),
   );
 }
 
+/** Server events for a person at a terminal: one short line each on stderr (JSON logs with KILN_DEBUG). */
+const terminalLogger: ServingLogger = {
+  info: (message, fields) => {
+    if (message === 'serving model') {
+      process.stderr.write(
+        `  ${fields?.model}@${fields?.version} on ${fields?.provider} (${fields?.providerReason})\n`,
+      );
+    }
+  },
+  warn: (message, fields) => process.stderr.write(`  warning: ${message} ${JSON.stringify(fields ?? {})}\n`),
+  error: (message, fields) => process.stderr.write(`  error: ${message} ${JSON.stringify(fields ?? {})}\n`),
+};
+
+/** Fails fast, before any work, when the port is taken (the server would fail at the end otherwise). */
+async function assertPortFree(port: number, host = '127.0.0.1'): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new ValidationError(`port ${port} is in use: pass --port N (or --port 0 for any free port)`)
+          : error,
+      ),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
+
 /** Starts the inference server over the registry; resolves with its URL. */
 async function startServer(platform: LocalPlatform, port: number, host: string) {
+  await assertPortFree(port, host);
   const inference = createInferenceServer({
     source: new RegistryModelSource(platform.registry),
     capture: { store: platform.store, sampleRate: 1 },
+    logger: process.env.KILN_DEBUG ? jsonLogger : terminalLogger,
   });
   const address = await inference.listen(port, host);
   return { inference, url: `http://${host}:${address.port}` };
@@ -234,7 +291,8 @@ export async function serve(options: GlobalOptions & { port: number; host: strin
   const reporter = new Reporter(false);
   const platform = await openPlatform(options, reporter);
   const models = await platform.registry.listModels();
-  if (models.length === 0) throw new NotFoundError('no models registered yet: run `kiln up` or `kiln train` first');
+  if (models.length === 0)
+    throw new NotFoundError('no models registered yet: run `kiln up` or `kiln train` first');
   const { inference, url } = await startServer(platform, options.port, options.host);
   process.stderr.write(`serving ${models.join(', ')} on ${url}  (Ctrl-C to stop)\n`);
   await waitForShutdown();
@@ -264,7 +322,9 @@ export async function predict(options: GlobalOptions & { model: string; input: s
   } else {
     await writeFile(options.output, `${lines.join('\n')}\n`);
   }
-  process.stderr.write(`wrote ${predictions.length} predictions of ${record.model}@${record.version} to ${options.output}\n`);
+  process.stderr.write(
+    `wrote ${predictions.length} predictions of ${record.model}@${record.version} to ${options.output}\n`,
+  );
 }
 
 function csvCell(value: unknown): string {
@@ -284,13 +344,16 @@ interface UpOptions extends GlobalOptions {
 /** `kiln up` / `npm start`: the whole loop, visibly, then serve. */
 export async function up(options: UpOptions) {
   const started = performance.now();
-  if (options.data && !options.target) throw new ValidationError('--data needs --target COLUMN: the column to predict');
+  if (options.data && !options.target)
+    throw new ValidationError('--data needs --target COLUMN: the column to predict');
   if (options.target && !options.data) throw new ValidationError('--target goes with --data FILE');
   const data = options.data ?? SAMPLE_DATA;
   const target = options.target ?? SAMPLE_TARGET;
   await assertReadable(data);
   const dataset = options.dataset ?? datasetNameOf(data);
-  const reporter = new Reporter(Boolean(options.json));
+  await assertPortFree(options.port);
+  // Progress goes to stderr, so it shows even with --json (stdout carries only the JSON summary).
+  const reporter = new Reporter(false);
 
   reporter.stage('home');
   const platform = await openPlatform(options, reporter);
@@ -311,17 +374,17 @@ export async function up(options: UpOptions) {
   });
 
   reporter.stage('serve');
-  const { inference, url } = await startServer(platform, options.port, '127.0.0.1').catch((error: unknown) => {
-    if ((error as { code?: string }).code === 'EADDRINUSE') {
-      throw new ValidationError(`port ${options.port} is in use: pass --port N (or --port 0 for any free port)`);
-    }
-    throw error;
-  });
+  const { inference, url } = await startServer(platform, options.port, '127.0.0.1');
   reporter.done('serve', url);
 
   reporter.stage('predict');
-  const sample = (await readCuratedRows(platform.store, dataset, String(etlResult.version), 'test')).slice(0, 3);
-  const instances = sample.map((row) => Object.fromEntries(Object.entries(row).filter(([key]) => key !== target)));
+  const sample = (await readCuratedRows(platform.store, dataset, String(etlResult.version), 'test')).slice(
+    0,
+    3,
+  );
+  const instances = sample.map((row) =>
+    Object.fromEntries(Object.entries(row).filter(([key]) => key !== target)),
+  );
   const response = await fetch(`${url}/invocations?model=${training.model}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -332,13 +395,21 @@ export async function up(options: UpOptions) {
     await inference.close();
     throw new Error(`the server answered ${response.status}: ${body.error ?? 'no predictions'}`);
   }
-  const predictions = body.predictions.map((prediction, i) => ({ ...prediction, actual: sample[i]?.[target] }));
+  const predictions = body.predictions.map((prediction, i) => ({
+    ...prediction,
+    actual: sample[i]?.[target],
+  }));
   reporter.done('predict', `${predictions.length} predictions over HTTP`);
 
   const summary = {
     model: training.model,
     version: training.version,
-    dataset: { name: dataset, version: etlResult.version, rows: etlResult.accepted, quarantined: etlResult.quarantined },
+    dataset: {
+      name: dataset,
+      version: etlResult.version,
+      rows: etlResult.accepted,
+      quarantined: etlResult.quarantined,
+    },
     metrics: training.metrics,
     gate: training.gate,
     endpoint: url,
@@ -374,8 +445,14 @@ export async function up(options: UpOptions) {
 }
 
 function datasetNameOf(file: string): string {
-  const stem = basename(file).replace(/(\.gz)?$/, '').replace(/\.[^.]+$/, '');
-  const name = stem.toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^[^a-z]+/, '').slice(0, 64);
+  const stem = basename(file)
+    .replace(/(\.gz)?$/, '')
+    .replace(/\.[^.]+$/, '');
+  const name = stem
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, '-')
+    .replace(/^[^a-z]+/, '')
+    .slice(0, 64);
   if (!name) throw new ValidationError(`cannot derive a dataset name from ${file}: pass --dataset NAME`);
   return name;
 }

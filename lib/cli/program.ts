@@ -46,21 +46,27 @@ export function buildProgram(): Command {
     .requiredOption('--dataset <name>', 'curated dataset to train on')
     .requiredOption('--target <column>', 'column to predict')
     .option('--model <name>', 'model name (default: the dataset name)')
-    .addOption(new Option('--algorithm <name>', 'built-in algorithm').choices(['gbdt', 'linear']).default('gbdt'))
+    .addOption(
+      new Option('--algorithm <name>', 'built-in algorithm').choices(['gbdt', 'linear']).default('gbdt'),
+    )
     .option('--dataset-version <version>', 'curated version (default: latest)')
     .option('--test-data <file>', 'evaluate on this file instead of the held-out split')
     .option('--param <key=value...>', 'hyperparameter, repeatable (e.g. --param max_iter=200)')
     .option('--seed <n>', 'random seed', parseInteger, 0)
     .option('--gate-margin <x>', 'how much a challenger must beat the champion by', parseFloatStrict, 0)
     .option('--json', 'machine-readable output')
-    .action(async (options, command: Command) => commands.train({ ...command.optsWithGlobals(), ...options }));
+    .action(async (options, command: Command) =>
+      commands.train({ ...command.optsWithGlobals(), ...options }),
+    );
 
   const models = program.command('models').description('the model registry');
   models
     .command('list')
     .description('list models with their versions and aliases')
     .option('--json', 'machine-readable output')
-    .action(async (options, command: Command) => commands.modelsList({ ...command.optsWithGlobals(), ...options }));
+    .action(async (options, command: Command) =>
+      commands.modelsList({ ...command.optsWithGlobals(), ...options }),
+    );
   models
     .command('show')
     .description('show a model version with metrics and lineage')
@@ -82,10 +88,14 @@ export function buildProgram(): Command {
 
   program
     .command('serve')
-    .description('serve every registered model (its champion) over HTTP: SageMaker contract + Open Inference Protocol')
+    .description(
+      'serve every registered model (its champion) over HTTP: SageMaker contract + Open Inference Protocol',
+    )
     .addOption(portOption())
     .option('--host <address>', 'address to bind', '127.0.0.1')
-    .action(async (options, command: Command) => commands.serve({ ...command.optsWithGlobals(), ...options }));
+    .action(async (options, command: Command) =>
+      commands.serve({ ...command.optsWithGlobals(), ...options }),
+    );
 
   program
     .command('predict')
@@ -93,7 +103,9 @@ export function buildProgram(): Command {
     .requiredOption('--model <ref>', 'NAME, NAME@VERSION or NAME@ALIAS')
     .requiredOption('--input <file>', 'CSV, JSON Lines or Parquet rows (target column optional)')
     .option('--output <file>', 'write predictions here (.csv or .jsonl); default stdout as JSON Lines')
-    .action(async (options, command: Command) => commands.predict({ ...command.optsWithGlobals(), ...options }));
+    .action(async (options, command: Command) =>
+      commands.predict({ ...command.optsWithGlobals(), ...options }),
+    );
 
   return program;
 }
@@ -136,12 +148,14 @@ function parsePort(value: string): number {
 
 function parseInteger(value: string): number {
   const number = Number(value);
-  if (!Number.isInteger(number)) throw new InvalidArgumentError(`expected an integer, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(number))
+    throw new InvalidArgumentError(`expected an integer, got ${JSON.stringify(value)}`);
   return number;
 }
 
 function parseFloatStrict(value: string): number {
   const number = Number(value);
-  if (!Number.isFinite(number)) throw new InvalidArgumentError(`expected a number, got ${JSON.stringify(value)}`);
+  if (!Number.isFinite(number))
+    throw new InvalidArgumentError(`expected a number, got ${JSON.stringify(value)}`);
   return number;
 }

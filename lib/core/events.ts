@@ -5,7 +5,14 @@ import { z } from 'zod';
  * EventBridge carry the same documents and rules match the same patterns. See docs/events.md.
  */
 export const KilnEventSchema = z.object({
-  source: z.enum(['kiln.ingest', 'kiln.etl', 'kiln.training', 'kiln.registry', 'kiln.monitoring', 'kiln.serving']),
+  source: z.enum([
+    'kiln.ingest',
+    'kiln.etl',
+    'kiln.training',
+    'kiln.registry',
+    'kiln.monitoring',
+    'kiln.serving',
+  ]),
   detailType: z.string().min(1),
   detail: z.record(z.string(), z.unknown()),
   time: z.string().optional(),
@@ -31,3 +38,15 @@ export interface EventPublisher {
 
 /** A publisher that drops events, for callers that explicitly do not want them. */
 export const discardEvents: EventPublisher = { publish: async () => undefined };
+
+let localPublisher: EventPublisher | undefined;
+
+/** The local runtime routes every handler's events to its in-process bus through this hook. */
+export function setLocalEventPublisher(publisher: EventPublisher | undefined): void {
+  localPublisher = publisher;
+}
+
+/** The publisher set by the local runtime, if any (undefined on AWS). */
+export function localEventPublisher(): EventPublisher | undefined {
+  return localPublisher;
+}

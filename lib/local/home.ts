@@ -4,7 +4,11 @@ import { z } from 'zod';
 import { IntegrityError, ValidationError } from '../core/errors.ts';
 
 const HOME_MARKER = 'kiln.json';
-const HomeMarkerSchema = z.object({ kind: z.literal('kiln.home'), version: z.literal(1), createdAt: z.string() });
+const HomeMarkerSchema = z.object({
+  kind: z.literal('kiln.home'),
+  version: z.literal(1),
+  createdAt: z.string(),
+});
 
 /** The folders of a local platform home (`.kiln/` by default). */
 export interface KilnHome {
@@ -34,21 +38,30 @@ export async function openHome(dir: string): Promise<KilnHome> {
     try {
       marker = JSON.parse(await readFile(markerPath, 'utf8'));
     } catch (error) {
-      throw new IntegrityError(`${markerPath} is corrupt (not JSON); move the home aside or repair the file`, {
-        cause: error,
-      });
+      throw new IntegrityError(
+        `${markerPath} is corrupt (not JSON); move the home aside or repair the file`,
+        {
+          cause: error,
+        },
+      );
     }
     if (!HomeMarkerSchema.safeParse(marker).success) {
-      throw new IntegrityError(`${markerPath} is not a Kiln home marker (version 1); refusing to use ${root}`);
+      throw new IntegrityError(
+        `${markerPath} is not a Kiln home marker (version 1); refusing to use ${root}`,
+      );
     }
   } else if (entries.length > 0) {
-    throw new ValidationError(`${root} is not empty and is not a Kiln home (no ${HOME_MARKER}); choose another --home`);
+    throw new ValidationError(
+      `${root} is not empty and is not a Kiln home (no ${HOME_MARKER}); choose another --home`,
+    );
   } else {
     await mkdir(root, { recursive: true });
     const marker = { kind: 'kiln.home', version: 1, createdAt: new Date().toISOString() };
-    await writeFile(markerPath, `${JSON.stringify(marker, null, 2)}\n`, { flag: 'wx' }).catch((error: unknown) => {
-      if ((error as { code?: string }).code !== 'EEXIST') throw error;
-    });
+    await writeFile(markerPath, `${JSON.stringify(marker, null, 2)}\n`, { flag: 'wx' }).catch(
+      (error: unknown) => {
+        if ((error as { code?: string }).code !== 'EEXIST') throw error;
+      },
+    );
   }
   const home = {
     dir: root,

@@ -2,7 +2,7 @@ import './polyfills.ts';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { type StateMachineDefinition, StateMachine } from 'aws-local-stepfunctions';
+import { StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
 import { describeError } from '../core/errors.ts';
 import {
   type AslDefinition,
@@ -73,7 +73,11 @@ export class LocalPipelines {
   }
 
   /** Executes a synthesized state machine to completion and returns its output. */
-  async run(pipeline: string, startAt: string, input: Record<string, unknown>): Promise<Record<string, unknown>> {
+  async run(
+    pipeline: string,
+    startAt: string,
+    input: Record<string, unknown>,
+  ): Promise<Record<string, unknown>> {
     const { logicalId, definition } = this.definitionStartingAt(startAt);
     const machine = new StateMachine(definition as unknown as StateMachineDefinition, {
       validationOptions: { checkArn: false },
@@ -82,10 +86,17 @@ export class LocalPipelines {
     const handlers: Record<string, (input: JsonValue) => Promise<JsonValue>> = {};
     for (const [stateName, state] of taskStates(definition)) {
       handlers[stateName] = async (parameters) =>
-        (await this.invokeTask(stateName, state.Resource ?? '', parameters as Record<string, unknown>)) as JsonValue;
+        (await this.invokeTask(
+          stateName,
+          state.Resource ?? '',
+          parameters as Record<string, unknown>,
+        )) as JsonValue;
     }
     const execution = machine.run(input as JsonValue, {
-      overrides: { taskResourceLocalHandlers: handlers, retryIntervalOverrides: retryWithoutWaiting(definition) },
+      overrides: {
+        taskResourceLocalHandlers: handlers,
+        retryIntervalOverrides: retryWithoutWaiting(definition),
+      },
       context: {
         Execution: {
           Id: `arn:aws:states:${LOCAL_REGION}:${LOCAL_ACCOUNT}:execution:${logicalId}:${randomUUID()}`,
@@ -106,7 +117,10 @@ export class LocalPipelines {
     }
   }
 
-  private async followProgress(pipeline: string, logs: AsyncGenerator<{ type: string; state?: { name: string } }>) {
+  private async followProgress(
+    pipeline: string,
+    logs: AsyncGenerator<{ type: string; state?: { name: string } }>,
+  ) {
     const onProgress = this.options.onProgress;
     for await (const event of logs) {
       if (!onProgress || !event.state) continue;

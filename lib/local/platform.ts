@@ -2,14 +2,13 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EventTypes } from '../core/events.ts';
+import { EventTypes, setLocalEventPublisher } from '../core/events.ts';
 import { ingestFiles } from '../etl/ingest.ts';
 import { ModelRegistry } from '../registry/registry.ts';
 import { synthesizePlatformTemplate } from '../stacks/synth.ts';
-import { FileSystemStore } from '../store/fs-store.ts';
 import { openStore } from '../store/from-env.ts';
+import type { FileSystemStore } from '../store/fs-store.ts';
 import { assertName } from '../store/layout.ts';
-import { useLocalEventPublisher } from '../../functions/lib/runtime.ts';
 import { LocalEventBus } from './event-bus.ts';
 import { type KilnHome, openHome } from './home.ts';
 import { LocalPipelines, type StateProgress } from './pipeline-runner.ts';
@@ -47,10 +46,11 @@ export class LocalPlatform {
     // Handlers read their lake from KILN_LAKE exactly as in Lambda; here it is the home's lake folder.
     process.env.KILN_LAKE = home.lakeDir;
     // Handler logs are for CloudWatch; on a terminal they would bury the progress (KILN_DEBUG shows them).
+    // Handlers are imported later, on first use, so their loggers read this level when they are created.
     process.env.POWERTOOLS_LOG_LEVEL ??= process.env.KILN_DEBUG ? 'DEBUG' : 'SILENT';
     const store = openStore(home.lakeDir) as FileSystemStore;
     const bus = new LocalEventBus(home.eventsLog);
-    useLocalEventPublisher(bus);
+    setLocalEventPublisher(bus);
     return new LocalPlatform(home, store, bus, new ModelRegistry(store, bus), options);
   }
 

@@ -52,13 +52,23 @@ export function localTrainingJob(options: LocalTrainingOptions) {
     await mkdir(configDir, { recursive: true });
     await mkdir(join(optMl, 'model'), { recursive: true });
     await mkdir(join(optMl, 'output'), { recursive: true });
-    await writeFile(join(configDir, 'hyperparameters.json'), JSON.stringify(parameters.HyperParameters ?? {}));
+    await writeFile(
+      join(configDir, 'hyperparameters.json'),
+      JSON.stringify(parameters.HyperParameters ?? {}),
+    );
     const inputDataConfig: Record<string, unknown> = {};
     for (const channel of parameters.InputDataConfig ?? []) {
       const uri = channel.DataSource?.S3DataSource?.S3Uri;
       if (!uri) throw new ValidationError(`channel ${channel.ChannelName} has no S3Uri`);
-      await downloadPrefix(options.store, lakeKeyOf(options.store, uri), join(optMl, 'input', 'data', channel.ChannelName));
-      inputDataConfig[channel.ChannelName] = { TrainingInputMode: 'File', S3DistributionType: 'FullyReplicated' };
+      await downloadPrefix(
+        options.store,
+        lakeKeyOf(options.store, uri),
+        join(optMl, 'input', 'data', channel.ChannelName),
+      );
+      inputDataConfig[channel.ChannelName] = {
+        TrainingInputMode: 'File',
+        S3DistributionType: 'FullyReplicated',
+      };
     }
     await writeFile(join(configDir, 'inputdataconfig.json'), JSON.stringify(inputDataConfig));
     await writeFile(
@@ -78,7 +88,8 @@ export function localTrainingJob(options: LocalTrainingOptions) {
         JSON.stringify({
           TrainingJobName: jobName,
           TrainingJobStatus: 'Failed',
-          FailureReason: reason.trim() || `training process exited with code ${exitCode} and wrote no failure reason`,
+          FailureReason:
+            reason.trim() || `training process exited with code ${exitCode} and wrote no failure reason`,
         }),
       );
     }
@@ -120,7 +131,11 @@ function runProcess(
   const [program, ...args] = command;
   if (!program) throw new ValidationError('empty training command');
   return new Promise((resolve, reject) => {
-    const child = spawn(program, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(program, args, {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const forward = (chunk: Buffer) => {
       for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) options.log?.(line);
     };

@@ -11,7 +11,12 @@ export const LOCAL_ACCOUNT = '000000000000';
  * to stable local placeholders, so the synthesized definition becomes plain ASL JSON.
  */
 export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknown {
-  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' || value === null) {
+  if (
+    typeof value === 'string' ||
+    typeof value === 'number' ||
+    typeof value === 'boolean' ||
+    value === null
+  ) {
     return value;
   }
   if (Array.isArray(value)) return value.map((item) => resolveIntrinsics(item, template));
@@ -27,7 +32,10 @@ export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknow
     }
     if (key === 'Ref' && typeof argument === 'string') return resolveRef(argument, template);
     if (key === 'Fn::Sub') {
-      const [text, variables] = (Array.isArray(argument) ? argument : [argument, {}]) as [string, Record<string, unknown>];
+      const [text, variables] = (Array.isArray(argument) ? argument : [argument, {}]) as [
+        string,
+        Record<string, unknown>,
+      ];
       return String(text).replace(/\$\{([^}!]+)\}/g, (_, name: string) => {
         if (name in variables) return String(resolveIntrinsics(variables[name], template));
         const [logicalId, attribute] = name.split('.');
@@ -39,7 +47,9 @@ export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknow
       return resolveGetAtt(logicalId, attribute, template);
     }
   }
-  return Object.fromEntries(Object.entries(object).map(([key, item]) => [key, resolveIntrinsics(item, template)]));
+  return Object.fromEntries(
+    Object.entries(object).map(([key, item]) => [key, resolveIntrinsics(item, template)]),
+  );
 }
 
 function resolveRef(name: string, template: CfnTemplate): string {
@@ -88,7 +98,8 @@ export function handlerOfFunction(template: CfnTemplate, logicalId: string): str
   if (resource?.Type !== 'AWS::Lambda::Function') throw new Error(`${logicalId} is not a Lambda function`);
   const environment = resource.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined;
   const handler = environment?.Variables?.KILN_HANDLER;
-  if (typeof handler !== 'string') throw new Error(`Lambda function ${logicalId} has no KILN_HANDLER variable`);
+  if (typeof handler !== 'string')
+    throw new Error(`Lambda function ${logicalId} has no KILN_HANDLER variable`);
   return handler;
 }
 

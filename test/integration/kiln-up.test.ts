@@ -12,7 +12,12 @@ interface UpSummary {
   version: number;
   metrics: Record<string, number>;
   endpoint: string;
-  predictions: Array<{ label?: string; probabilities?: Record<string, number>; value?: number; actual: unknown }>;
+  predictions: Array<{
+    label?: string;
+    probabilities?: Record<string, number>;
+    value?: number;
+    actual: unknown;
+  }>;
   dataset: { name: string; version: string; rows: number; quarantined: number };
 }
 
@@ -38,14 +43,19 @@ describe('kiln up --once (the whole loop, end to end)', () => {
     }
     // The lake holds every zone the loop touched, and the registry has the lineage.
     const lake = join(home, 'lake');
-    for (const zone of ['raw', 'curated', 'models', 'registry', 'runs']) expect(existsSync(join(lake, zone))).toBe(true);
+    for (const zone of ['raw', 'curated', 'models', 'registry', 'runs'])
+      expect(existsSync(join(lake, zone))).toBe(true);
     const captures = await readdir(join(lake, 'capture', 'churn', '1'), { recursive: true });
     expect(captures.some((file) => String(file).endsWith('.jsonl'))).toBe(true);
 
     const show = await runKiln(['models', 'show', 'churn@1', '--json', '--home', home]);
     expect(show.code, show.stderr).toBe(0);
     const record = JSON.parse(show.stdout) as { lineage: Record<string, unknown>; aliases: string[] };
-    expect(record.lineage).toMatchObject({ dataset: 'churn', datasetVersion: summary.dataset.version, algorithm: 'gbdt' });
+    expect(record.lineage).toMatchObject({
+      dataset: 'churn',
+      datasetVersion: summary.dataset.version,
+      algorithm: 'gbdt',
+    });
     expect(record.aliases).toContain('champion');
 
     // Running the loop again on the same data changes nothing in the curated zone and gates the new model.
@@ -61,15 +71,27 @@ describe('kiln up --once (the whole loop, end to end)', () => {
     expect(manifest).toBeTruthy();
   });
 
-  it.runIf(existsSync(join(SHARED, 'diamonds.csv')))('runs on a user regression data set (diamonds, target price)', async () => {
-    const home = join(await tempDir(), 'home');
-    const result = await runKiln([
-      'up', '--once', '--json', '--home', home, '--port', '0',
-      '--data', join(SHARED, 'diamonds.csv'), '--target', 'price',
-    ]);
-    expect(result.code, result.stderr).toBe(0);
-    const summary = JSON.parse(result.stdout) as UpSummary;
-    expect(summary.metrics.rmse).toBeLessThan(800);
-    expect(typeof summary.predictions[0]?.value).toBe('number');
-  });
+  it.runIf(existsSync(join(SHARED, 'diamonds.csv')))(
+    'runs on a user regression data set (diamonds, target price)',
+    async () => {
+      const home = join(await tempDir(), 'home');
+      const result = await runKiln([
+        'up',
+        '--once',
+        '--json',
+        '--home',
+        home,
+        '--port',
+        '0',
+        '--data',
+        join(SHARED, 'diamonds.csv'),
+        '--target',
+        'price',
+      ]);
+      expect(result.code, result.stderr).toBe(0);
+      const summary = JSON.parse(result.stdout) as UpSummary;
+      expect(summary.metrics.rmse).toBeLessThan(800);
+      expect(typeof summary.predictions[0]?.value).toBe('number');
+    },
+  );
 });

@@ -56,7 +56,16 @@ describe('template resolution', () => {
 
   it('resolves Fn::Join, Ref and Fn::GetAtt to local placeholders', () => {
     const value = {
-      'Fn::Join': ['', ['{"Resource":"arn:', { Ref: 'AWS::Partition' }, ':x","Fn":"', { 'Fn::GetAtt': ['PlanFn', 'Arn'] }, '"}']],
+      'Fn::Join': [
+        '',
+        [
+          '{"Resource":"arn:',
+          { Ref: 'AWS::Partition' },
+          ':x","Fn":"',
+          { 'Fn::GetAtt': ['PlanFn', 'Arn'] },
+          '"}',
+        ],
+      ],
     };
     expect(JSON.parse(String(resolveIntrinsics(value, template)))).toEqual({
       Resource: 'arn:aws:x',
@@ -80,6 +89,7 @@ describe('template resolution', () => {
 describe('Fn::Sub', () => {
   it('substitutes pseudo parameters, attributes and explicit variables', () => {
     const template = { Resources: { Fn1: { Type: 'AWS::Lambda::Function' } } };
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: this is CloudFormation's Fn::Sub syntax, not JS
     const value = { 'Fn::Sub': ['${AWS::AccountId}.dkr/${Fn1.Arn}:${Tag}', { Tag: { Ref: 'AWS::Region' } }] };
     expect(resolveIntrinsics(value, template)).toBe(
       '000000000000.dkr/arn:aws:lambda:us-east-1:000000000000:function:Fn1:us-east-1',

@@ -68,7 +68,9 @@ describe('ModelRegistry', () => {
   it('gives every concurrent writer its own version number', async () => {
     const { registry } = await setup();
     const records = await Promise.all(Array.from({ length: 12 }, () => registry.register(request('race'))));
-    expect(records.map((r) => r.version).sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(records.map((r) => r.version).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 12 }, (_, i) => i + 1),
+    );
     expect((await registry.listVersions('race')).map((r) => r.version)).toHaveLength(12);
   });
 
