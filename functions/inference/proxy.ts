@@ -1,5 +1,5 @@
-import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import middy from '@middy/core';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { proxyToEndpoint } from '../../lib/serving/endpoint-proxy.ts';
@@ -14,6 +14,10 @@ export const handler = middy(async (event: APIGatewayProxyEvent): Promise<APIGat
     return await proxyToEndpoint(client, endpointName, event);
   } catch (error) {
     logger.error('endpoint invocation failed', { error: error as Error });
-    return { statusCode: 502, headers: { 'content-type': 'application/json' }, body: '{"error":"upstream model server failed"}' };
+    return {
+      statusCode: 502,
+      headers: { 'content-type': 'application/json' },
+      body: '{"error":"upstream model server failed"}',
+    };
   }
 }).use(injectLambdaContext(logger));

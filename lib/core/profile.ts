@@ -32,12 +32,16 @@ const MAX_CATEGORIES = 50;
 const SAMPLE_SIZE = 1000;
 
 /** Profiles one column of raw values (numbers or strings; null/undefined/NaN count as missing). */
-export function profileColumn(values: ReadonlyArray<unknown>, kind: 'numeric' | 'categorical'): ColumnProfile {
+export function profileColumn(
+  values: ReadonlyArray<unknown>,
+  kind: 'numeric' | 'categorical',
+): ColumnProfile {
   let missing = 0;
   if (kind === 'numeric') {
     const numbers: number[] = [];
     for (const value of values) {
-      const number = typeof value === 'number' ? value : typeof value === 'bigint' ? Number(value) : Number.NaN;
+      const number =
+        typeof value === 'number' ? value : typeof value === 'bigint' ? Number(value) : Number.NaN;
       if (Number.isFinite(number)) numbers.push(number);
       else missing++;
     }
@@ -45,7 +49,9 @@ export function profileColumn(values: ReadonlyArray<unknown>, kind: 'numeric' | 
     const n = numbers.length;
     const mean = n ? numbers.reduce((sum, x) => sum + x, 0) / n : 0;
     const variance = n > 1 ? numbers.reduce((sum, x) => sum + (x - mean) ** 2, 0) / (n - 1) : 0;
-    const edges = [...new Set([1, 2, 3, 4, 5, 6, 7, 8, 9].map((decile) => quantileSorted(numbers, decile / 10)))];
+    const edges = [
+      ...new Set([1, 2, 3, 4, 5, 6, 7, 8, 9].map((decile) => quantileSorted(numbers, decile / 10))),
+    ];
     return {
       kind,
       count: values.length,
@@ -104,5 +110,8 @@ function quantileSorted(sorted: ReadonlyArray<number>, q: number): number {
 
 function evenlySpaced(sorted: ReadonlyArray<number>, size: number): number[] {
   if (sorted.length <= size) return [...sorted];
-  return Array.from({ length: size }, (_, i) => sorted[Math.floor((i * (sorted.length - 1)) / (size - 1))] as number);
+  return Array.from(
+    { length: size },
+    (_, i) => sorted[Math.floor((i * (sorted.length - 1)) / (size - 1))] as number,
+  );
 }

@@ -30,7 +30,7 @@ export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknow
       const [separator, parts] = argument as [string, unknown[]];
       return parts.map((part) => String(resolveIntrinsics(part, template))).join(separator);
     }
-    if (key === 'Ref' && typeof argument === 'string') return resolveRef(argument, template);
+    if (key === 'Ref' && typeof argument === 'string') return resolveRef(argument);
     if (key === 'Fn::Sub') {
       const [text, variables] = (Array.isArray(argument) ? argument : [argument, {}]) as [
         string,
@@ -52,7 +52,7 @@ export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknow
   );
 }
 
-function resolveRef(name: string, template: CfnTemplate): string {
+function resolveRef(name: string): string {
   switch (name) {
     case 'AWS::Partition':
       return 'aws';

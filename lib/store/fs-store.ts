@@ -1,6 +1,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConflictError, NotFoundError } from '../core/errors.ts';
@@ -84,7 +96,11 @@ export class FileSystemStore implements ObjectStore {
     await rm(this.pathOf(key), { force: true });
   }
 
-  private async writeVia(key: string, options: PutOptions, fill: (temp: string) => Promise<void>): Promise<ObjectInfo> {
+  private async writeVia(
+    key: string,
+    options: PutOptions,
+    fill: (temp: string) => Promise<void>,
+  ): Promise<ObjectInfo> {
     const target = this.pathOf(key);
     const tempDir = join(this.root, TEMP_DIR);
     await mkdir(tempDir, { recursive: true });
@@ -99,14 +115,17 @@ export class FileSystemStore implements ObjectStore {
         try {
           await link(temp, target);
         } catch (error) {
-          if (isCode(error, 'EEXIST')) throw new ConflictError(`object ${key} already exists`, { cause: error });
+          if (isCode(error, 'EEXIST'))
+            throw new ConflictError(`object ${key} already exists`, { cause: error });
           throw error;
         }
       } else if (options.ifMatch !== undefined) {
         await this.withKeyLock(target, async () => {
           const current = await this.head(key);
           if (!current || current.etag !== options.ifMatch) {
-            throw new ConflictError(`object ${key} changed since it was read (expected etag ${options.ifMatch})`);
+            throw new ConflictError(
+              `object ${key} changed since it was read (expected etag ${options.ifMatch})`,
+            );
           }
           await rename(temp, target);
         });

@@ -20,8 +20,10 @@ export const lake = {
   /** What the ETL learnt about one raw object (format, hash, or why it was rejected); raw itself stays untouched. */
   rawIndex: (rawKey: string) => `index/${rawKey}.json`,
   /** Under `curated-staging/`, the prefix the ETL shard function may write (LakePrefix.curatedStaging). */
-  stagingFile: (dataset: string, runId: string, shard: string) => `curated-staging/${dataset}/${runId}/${shard}.parquet`,
-  quarantineFile: (dataset: string, runId: string, shard: string) => `quarantine/${dataset}/${runId}/${shard}.parquet`,
+  stagingFile: (dataset: string, runId: string, shard: string) =>
+    `curated-staging/${dataset}/${runId}/${shard}.parquet`,
+  quarantineFile: (dataset: string, runId: string, shard: string) =>
+    `quarantine/${dataset}/${runId}/${shard}.parquet`,
   schema: (dataset: string) => `schemas/${dataset}/schema.json`,
   stagingPrefix: (dataset: string, runId: string) => `staging/${dataset}/${runId}/`,
   curatedPrefix: (dataset: string, version?: string) =>
@@ -34,7 +36,8 @@ export const lake = {
   trainingOutput: (jobName: string) => `models-staging/${jobName}/`,
   modelPrefix: (model: string, version: number) => `models/${model}/${version}/`,
   modelFile: (model: string, version: number, file: string) => `models/${model}/${version}/${file}`,
-  registryVersion: (model: string, version: number) => `registry/${model}/versions/${String(version).padStart(6, '0')}.json`,
+  registryVersion: (model: string, version: number) =>
+    `registry/${model}/versions/${String(version).padStart(6, '0')}.json`,
   registryVersionsPrefix: (model: string) => `registry/${model}/versions/`,
   registryAliases: (model: string) => `registry/${model}/aliases.json`,
   registryAudit: (model: string, entryId: string) => `registry/${model}/audit/${entryId}.json`,

@@ -37,7 +37,9 @@ const KEY_PATTERN = /^[A-Za-z0-9!_.*'()@=+-]+(\/[A-Za-z0-9!_.*'()@=+-]+)*$/;
 /** Rejects keys that could escape the store root or that S3 and file systems treat differently. */
 export function assertValidKey(key: string): void {
   if (!KEY_PATTERN.test(key) || key.split('/').some((part) => part === '.' || part === '..')) {
-    throw new TypeError(`invalid object key ${JSON.stringify(key)}: use /-separated segments of [A-Za-z0-9!_.*'()@=+-]`);
+    throw new TypeError(
+      `invalid object key ${JSON.stringify(key)}: use /-separated segments of [A-Za-z0-9!_.*'()@=+-]`,
+    );
   }
 }
 

@@ -7,7 +7,10 @@ import { lakeKeyOf } from '../store/lake-uri.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 
 /** The files of a finished training job, unpacked from its model.tar.gz (as SageMaker writes it). */
-export async function readModelArtifacts(store: ObjectStore, modelArtifactsUri: string): Promise<Record<string, Buffer>> {
+export async function readModelArtifacts(
+  store: ObjectStore,
+  modelArtifactsUri: string,
+): Promise<Record<string, Buffer>> {
   const dir = await mkdtemp(join(tmpdir(), 'kiln-artifacts-'));
   try {
     const archive = join(dir, 'model.tar.gz');
@@ -19,7 +22,9 @@ export async function readModelArtifacts(store: ObjectStore, modelArtifactsUri: 
     for (const name of await readdir(out)) files[name] = await readFile(join(out, name));
     for (const required of ['model.onnx', 'transform.json']) {
       if (!files[required]) {
-        throw new ValidationError(`the training job wrote no ${required}: a training image must write it to /opt/ml/model`);
+        throw new ValidationError(
+          `the training job wrote no ${required}: a training image must write it to /opt/ml/model`,
+        );
       }
     }
     return files;

@@ -9,7 +9,10 @@ let cached: string | undefined;
 export function codeVersion(): string {
   if (cached) return cached;
   const fromEnv = process.env.KILN_CODE_VERSION;
-  if (fromEnv) return (cached = fromEnv);
+  if (fromEnv) {
+    cached = fromEnv;
+    return cached;
+  }
   const { version } = JSON.parse(readFileSync(`${repoRoot}package.json`, 'utf8')) as { version: string };
   try {
     const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], {

@@ -5,7 +5,7 @@ import { type ColumnProfile, profileColumn } from '../core/profile.ts';
 import type { ColumnContract } from '../core/schema.ts';
 import { defaultTransformSpec, fitTransform, parseTransformSpec } from '../core/transform.ts';
 import { readTableFile } from '../etl/tables.ts';
-import { type Algorithm, ALGORITHMS, parseHyperparameters, type Task, trainModel } from '../ml/train.ts';
+import { ALGORITHMS, type Algorithm, parseHyperparameters, type Task, trainModel } from '../ml/train.ts';
 import { codeVersion } from './code-version.ts';
 import { buildTrainingSet, classesOf, inferTask } from './dataset.ts';
 import { scorePredictions } from './evaluation.ts';
@@ -13,7 +13,16 @@ import { scorePredictions } from './evaluation.ts';
 type Row = Record<string, unknown>;
 
 /** Hyperparameters that steer Kiln itself; every other key goes to the algorithm and is validated there. */
-const KILN_KEYS = ['target', 'algorithm', 'seed', 'task', 'transform_spec', 'kiln_model', 'kiln_dataset', 'kiln_dataset_version'];
+const KILN_KEYS = [
+  'target',
+  'algorithm',
+  'seed',
+  'task',
+  'transform_spec',
+  'kiln_model',
+  'kiln_dataset',
+  'kiln_dataset_version',
+];
 
 /** What the built-in trainer writes next to model.onnx as training.json. */
 export interface TrainingSummary {
@@ -119,12 +128,17 @@ export async function runTrainingContract(root: string): Promise<TrainingSummary
     if (!target) throw new ValidationError('hyperparameter "target" is required');
     const algorithm = (hyperparameters.algorithm ?? 'gbdt') as Algorithm;
     if (!ALGORITHMS.includes(algorithm)) {
-      throw new ValidationError(`unknown algorithm ${JSON.stringify(algorithm)}; expected ${ALGORITHMS.join(' or ')}`);
+      throw new ValidationError(
+        `unknown algorithm ${JSON.stringify(algorithm)}; expected ${ALGORITHMS.join(' or ')}`,
+      );
     }
     const seed = Number(hyperparameters.seed ?? '0');
-    if (!Number.isInteger(seed)) throw new ValidationError(`seed must be an integer, got ${hyperparameters.seed}`);
+    if (!Number.isInteger(seed))
+      throw new ValidationError(`seed must be an integer, got ${hyperparameters.seed}`);
     const task = hyperparameters.task as Task | undefined;
-    const params = Object.fromEntries(Object.entries(hyperparameters).filter(([key]) => !KILN_KEYS.includes(key)));
+    const params = Object.fromEntries(
+      Object.entries(hyperparameters).filter(([key]) => !KILN_KEYS.includes(key)),
+    );
 
     const trainDir = join(root, 'input', 'data', 'train');
     const testDir = join(root, 'input', 'data', 'test');
@@ -185,6 +199,7 @@ async function singleDataFile(dir: string): Promise<string> {
   const files = (await readdir(dir)).filter((name) => !name.endsWith('.json'));
   if (files.includes('test.parquet')) return 'test.parquet';
   const [only, ...rest] = files;
-  if (!only || rest.length > 0) throw new ValidationError(`the test channel must hold one data file, found ${files.length}`);
+  if (!only || rest.length > 0)
+    throw new ValidationError(`the test channel must hold one data file, found ${files.length}`);
   return only;
 }

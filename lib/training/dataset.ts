@@ -8,10 +8,15 @@ type Row = Record<string, unknown>;
 /** Classification for strings, booleans and integers with few distinct values; regression otherwise. */
 export function inferTask(target: ColumnContract, rows: ReadonlyArray<Row>): Task {
   const distinct = new Set(rows.map((row) => String(row[target.name])));
-  if (target.type === 'string' || target.type === 'boolean' || (target.type === 'integer' && distinct.size <= 10)) {
+  if (
+    target.type === 'string' ||
+    target.type === 'boolean' ||
+    (target.type === 'integer' && distinct.size <= 10)
+  ) {
     return distinct.size > 2 ? 'multiclass' : 'binary';
   }
-  if (target.type === 'timestamp') throw new ValidationError(`target ${target.name} is a timestamp: cannot be predicted`);
+  if (target.type === 'timestamp')
+    throw new ValidationError(`target ${target.name} is a timestamp: cannot be predicted`);
   return 'regression';
 }
 
@@ -21,7 +26,12 @@ export function classesOf(rows: ReadonlyArray<Row>, target: string): string[] {
 }
 
 /** The target as numbers: class index for classification, the value for regression; throws on missing targets. */
-export function encodeTarget(rows: ReadonlyArray<Row>, target: string, task: Task, classes: string[]): Float64Array {
+export function encodeTarget(
+  rows: ReadonlyArray<Row>,
+  target: string,
+  task: Task,
+  classes: string[],
+): Float64Array {
   const y = new Float64Array(rows.length);
   const index = new Map(classes.map((name, i) => [name, i]));
   let missing = 0;
@@ -34,7 +44,9 @@ export function encodeTarget(rows: ReadonlyArray<Row>, target: string, task: Tas
     if (task === 'regression') {
       const number = Number(value);
       if (!Number.isFinite(number)) {
-        throw new ValidationError(`target ${target} has a non-numeric value ${JSON.stringify(value)} in row ${i + 1}`);
+        throw new ValidationError(
+          `target ${target} has a non-numeric value ${JSON.stringify(value)} in row ${i + 1}`,
+        );
       }
       y[i] = number;
     } else {
@@ -42,7 +54,9 @@ export function encodeTarget(rows: ReadonlyArray<Row>, target: string, task: Tas
     }
   });
   if (missing > 0) {
-    throw new ValidationError(`target ${target} is missing in ${missing} of ${rows.length} rows: label them or drop them`);
+    throw new ValidationError(
+      `target ${target} is missing in ${missing} of ${rows.length} rows: label them or drop them`,
+    );
   }
   return y;
 }

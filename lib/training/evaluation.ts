@@ -59,5 +59,7 @@ export async function evaluateOnnx(
 
 /** The metric the gate compares, and whether higher is better. */
 export function primaryMetric(task: Task): { name: 'accuracy' | 'rmse'; higherIsBetter: boolean } {
-  return task === 'regression' ? { name: 'rmse', higherIsBetter: false } : { name: 'accuracy', higherIsBetter: true };
+  return task === 'regression'
+    ? { name: 'rmse', higherIsBetter: false }
+    : { name: 'accuracy', higherIsBetter: true };
 }

@@ -48,7 +48,10 @@ export async function prepareTraining(store: ObjectStore, raw: unknown) {
   }
   const params = Object.fromEntries(Object.entries(request.hyperparameters).map(([k, v]) => [k, String(v)]));
   parseHyperparameters(request.algorithm, params);
-  const stamp = new Date().toISOString().replace(/[-:TZ.]/g, '').slice(0, 14);
+  const stamp = new Date()
+    .toISOString()
+    .replace(/[-:TZ.]/g, '')
+    .slice(0, 14);
   const trainingJobName = `${model.replace(/_/g, '-').slice(0, 40)}-${stamp}-${randomBytes(2).toString('hex')}`;
   const testKey = request.testDataKey ?? lake.curatedFile(request.dataset, manifest.version, 'test.parquet');
   return {
@@ -118,17 +121,27 @@ export async function evaluateTraining(store: ObjectStore, raw: unknown) {
     } else {
       const scored = await evaluateOnnx(
         await registry.readArtifact(record, 'model.onnx'),
-        parseFittedTransform(JSON.parse((await registry.readArtifact(record, 'transform.json')).toString('utf8'))),
+        parseFittedTransform(
+          JSON.parse((await registry.readArtifact(record, 'transform.json')).toString('utf8')),
+        ),
         testRows,
         state.job.target,
       );
-      champion = { version: record.version, score: scored.metrics[metric] as number, metrics: scored.metrics };
+      champion = {
+        version: record.version,
+        score: scored.metrics[metric] as number,
+        metrics: scored.metrics,
+      };
     }
   } catch (error) {
     if (!(error instanceof NotFoundError)) throw error;
   }
   const margin = state.job.gateMargin;
-  const improvement = champion ? (higherIsBetter ? challengerScore - champion.score : champion.score - challengerScore) : null;
+  const improvement = champion
+    ? higherIsBetter
+      ? challengerScore - champion.score
+      : champion.score - challengerScore
+    : null;
   // Beating the champion means strictly better, and by at least the margin.
   const passed = champion === null || (improvement !== null && improvement > 0 && improvement >= margin);
   return {
@@ -151,7 +164,10 @@ export async function evaluateTraining(store: ObjectStore, raw: unknown) {
 
 const RegisterInputSchema = z.strictObject({
   input: PipelineStateSchema.extend({
-    evaluation: z.looseObject({ metrics: z.record(z.string(), z.unknown()), gate: z.record(z.string(), z.unknown()) }),
+    evaluation: z.looseObject({
+      metrics: z.record(z.string(), z.unknown()),
+      gate: z.record(z.string(), z.unknown()),
+    }),
   }),
   promote: z.boolean(),
 });
@@ -189,7 +205,13 @@ export async function registerTraining(store: ObjectStore, events: EventPublishe
   });
   const reason = String(input.evaluation.gate.reason ?? '');
   if (promote) {
-    await registry.setStage(record.model, record.version, 'production', actor, `evaluation gate passed: ${reason}`);
+    await registry.setStage(
+      record.model,
+      record.version,
+      'production',
+      actor,
+      `evaluation gate passed: ${reason}`,
+    );
     await registry.setAlias(record.model, 'champion', record.version, actor, reason);
   } else {
     await registry.setAlias(record.model, 'challenger', record.version, actor, reason);
@@ -206,7 +228,12 @@ export async function registerTraining(store: ObjectStore, events: EventPublishe
     finishedAt: new Date().toISOString(),
   };
   await store.put(lake.runReport('training', input.job.trainingJobName), toJsonBody(report));
-  return { model: record.model, version: record.version, stage: promote ? 'production' : 'candidate', promoted: promote };
+  return {
+    model: record.model,
+    version: record.version,
+    stage: promote ? 'production' : 'candidate',
+    promoted: promote,
+  };
 }
 
 async function readLakeTable(store: ObjectStore, key: string): Promise<Record<string, unknown>[]> {
@@ -229,7 +256,9 @@ function requireArtifact(artifacts: Record<string, Buffer>, name: string): Buffe
 function parseInput<T>(schema: z.ZodType<T>, raw: unknown, what: string): T {
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const detail = result.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ');
+    const detail = result.error.issues
+      .map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`)
+      .join('; ');
     throw new ValidationError(`invalid ${what}: ${detail}`);
   }
   return result.data;
@@ -238,4 +267,3 @@ function parseInput<T>(schema: z.ZodType<T>, raw: unknown, what: string): T {
 function fmt(value: number): string {
   return Number.isFinite(value) ? value.toPrecision(4) : String(value);
 }
-

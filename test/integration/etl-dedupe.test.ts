@@ -11,7 +11,10 @@ describe('re-ingesting the same bytes', () => {
     const dir = await tempDir();
     const store = new FileSystemStore(join(dir, 'lake'));
     const file = join(dir, 'data.csv');
-    await writeFile(file, `x,y\n${Array.from({ length: 50 }, (_, i) => `${i},${i % 2 ? 'a' : 'b'}`).join('\n')}\n`);
+    await writeFile(
+      file,
+      `x,y\n${Array.from({ length: 50 }, (_, i) => `${i},${i % 2 ? 'a' : 'b'}`).join('\n')}\n`,
+    );
     await ingestFiles(store, 'd', [file]);
     const first = await runEtl(store, { dataset: 'd' });
     await ingestFiles(store, 'd', [file], { now: new Date(Date.now() + 1000) });
@@ -20,6 +23,8 @@ describe('re-ingesting the same bytes', () => {
     expect(second.version).toBe(first.version);
     expect(second.created).toBe(false);
     expect(second.read).toBe(50);
-    expect(second.plan.rejected).toEqual([expect.objectContaining({ reason: expect.stringMatching(/^duplicate/) })]);
+    expect(second.plan.rejected).toEqual([
+      expect.objectContaining({ reason: expect.stringMatching(/^duplicate/) }),
+    ]);
   });
 });

@@ -1,4 +1,4 @@
-import { InvokeEndpointCommand, type SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
+import type { InvokeEndpointCommand, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { describe, expect, it } from 'vitest';
 import { MAX_BODY_BYTES, proxyToEndpoint } from '../../lib/serving/endpoint-proxy.ts';
 
@@ -32,7 +32,11 @@ describe('proxyToEndpoint', () => {
     const result = await proxyToEndpoint(client, 'kiln-endpoint', event('{"instances":[[1]]}'));
     expect(result.statusCode).toBe(200);
     expect(JSON.parse(result.body)).toEqual({ predictions: [{ value: 1 }] });
-    expect(calls[0]?.input).toMatchObject({ EndpointName: 'kiln-endpoint', ContentType: 'application/json', TargetModel: 'churn' });
+    expect(calls[0]?.input).toMatchObject({
+      EndpointName: 'kiln-endpoint',
+      ContentType: 'application/json',
+      TargetModel: 'churn',
+    });
   });
 
   it('keeps the model server 4xx (ModelError) as a 4xx with its message', async () => {
