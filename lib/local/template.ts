@@ -39,7 +39,7 @@ export function resolveIntrinsics(value: unknown, template: CfnTemplate): unknow
       return String(text).replace(/\$\{([^}!]+)\}/g, (_, name: string) => {
         if (name in variables) return String(resolveIntrinsics(variables[name], template));
         const [logicalId, attribute] = name.split('.');
-        return attribute ? resolveGetAtt(logicalId ?? name, attribute, template) : resolveRef(name, template);
+        return attribute ? resolveGetAtt(logicalId ?? name, attribute, template) : resolveRef(name);
       });
     }
     if (key === 'Fn::GetAtt' && Array.isArray(argument)) {
