@@ -1,0 +1,264 @@
+/**
+ * A small Prometheus registry for the inference server. Hand-written rather than prom-client because it sits
+ * on the hot path: observing a sample is a Map lookup on a pre-joined label key and a bucket scan, nothing else.
+ */
+
+type Labels = Record<string, string>;
+
+function escapeLabelValue(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function renderLabels(names: readonly string[], values: readonly string[], extra?: string): string {
+  const parts: string[] = [];
+  for (let i = 0; i < names.length; i++) parts.push(`${names[i]}="${escapeLabelValue(values[i] ?? '')}"`);
+  if (extra !== undefined) parts.push(extra);
+  return parts.length === 0 ? '' : `{${parts.join(',')}}`;
+}
+
+function formatNumber(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Number.POSITIVE_INFINITY) return '+Inf';
+  if (value === Number.NEGATIVE_INFINITY) return '-Inf';
+  return String(value);
+}
+
+interface Metric {
+  render(): string;
+}
+
+abstract class LabelledMetric<S> implements Metric {
+  protected readonly series = new Map<string, { values: string[]; state: S }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[],
+  ) {}
+
+  protected abstract initial(): S;
+
+  protected stateFor(labels: Labels | undefined): S {
+    const values = this.labelNames.map((n) => labels?.[n] ?? '');
+    // \u0001 cannot appear in route, model or version names we emit, so the joined key is unambiguous.
+    const key = values.join('\u0001');
+    let entry = this.series.get(key);
+    if (entry === undefined) {
+      entry = { values, state: this.initial() };
+      this.series.set(key, entry);
+    }
+    return entry.state;
+  }
+
+  /** Forget one labelled series (e.g. a model version that was unloaded). */
+  remove(labels: Labels): void {
+    this.series.delete(this.labelNames.map((n) => labels[n] ?? '').join('\u0001'));
+  }
+
+  abstract render(): string;
+}
+
+/** A monotonically increasing count. */
+export class Counter extends LabelledMetric<{ value: number }> {
+  protected initial() {
+    return { value: 0 };
+  }
+
+  /** Add `by` (default 1) to the series for these labels. */
+  inc(labels?: Labels, by = 1): void {
+    this.stateFor(labels).value += by;
+  }
+
+  /** Current value, for tests and logs. */
+  get(labels?: Labels): number {
+    return this.stateFor(labels).value;
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    for (const { values, state } of this.series.values()) {
+      lines.push(`${this.name}${renderLabels(this.labelNames, values)} ${formatNumber(state.value)}`);
+    }
+    return lines.join('\n');
+  }
+}
+
+/** A value that goes up and down. */
+export class Gauge extends LabelledMetric<{ value: number }> {
+  protected initial() {
+    return { value: 0 };
+  }
+
+  /** Set the series for these labels. */
+  set(labels: Labels | undefined, value: number): void {
+    this.stateFor(labels).value = value;
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    for (const { values, state } of this.series.values()) {
+      lines.push(`${this.name}${renderLabels(this.labelNames, values)} ${formatNumber(state.value)}`);
+    }
+    return lines.join('\n');
+  }
+}
+
+interface HistogramState {
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/** Cumulative-bucket histogram in the Prometheus exposition format. */
+export class Histogram extends LabelledMetric<HistogramState> {
+  private readonly buckets: number[];
+
+  constructor(name: string, help: string, labelNames: readonly string[], buckets: readonly number[]) {
+    super(name, help, labelNames);
+    this.buckets = [...buckets].sort((a, b) => a - b);
+  }
+
+  protected initial(): HistogramState {
+    return { counts: new Float64Array(this.buckets.length), sum: 0, count: 0 };
+  }
+
+  /** Record one sample. */
+  observe(labels: Labels | undefined, value: number): void {
+    const state = this.stateFor(labels);
+    state.sum += value;
+    state.count += 1;
+    const buckets = this.buckets;
+    for (let i = 0; i < buckets.length; i++) {
+      if (value <= (buckets[i] as number)) {
+        state.counts[i] = (state.counts[i] ?? 0) + 1;
+        return;
+      }
+    }
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    for (const { values, state } of this.series.values()) {
+      let cumulative = 0;
+      for (let i = 0; i < this.buckets.length; i++) {
+        cumulative += state.counts[i] ?? 0;
+        const le = `le="${formatNumber(this.buckets[i] as number)}"`;
+        lines.push(`${this.name}_bucket${renderLabels(this.labelNames, values, le)} ${cumulative}`);
+      }
+      lines.push(`${this.name}_bucket${renderLabels(this.labelNames, values, 'le="+Inf"')} ${state.count}`);
+      lines.push(`${this.name}_sum${renderLabels(this.labelNames, values)} ${formatNumber(state.sum)}`);
+      lines.push(`${this.name}_count${renderLabels(this.labelNames, values)} ${state.count}`);
+    }
+    return lines.join('\n');
+  }
+}
+
+/** Holds metrics and renders them as one Prometheus text document. */
+export class MetricsRegistry {
+  private readonly metrics: Metric[] = [];
+  private readonly collectors: Array<() => void> = [];
+
+  /** Register a metric; returns it for chaining. */
+  register<M extends Metric>(metric: M): M {
+    this.metrics.push(metric);
+    return metric;
+  }
+
+  /** Run `fn` just before every scrape (for gauges sampled on demand). */
+  onCollect(fn: () => void): void {
+    this.collectors.push(fn);
+  }
+
+  /** The exposition text (format 0.0.4). */
+  render(): string {
+    for (const fn of this.collectors) fn();
+    return `${this.metrics.map((m) => m.render()).join('\n')}\n`;
+  }
+}
+
+export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384];
+
+/** The inference server's metrics, created once per server so that several servers in one process stay apart. */
+export function createServingMetrics() {
+  const registry = new MetricsRegistry();
+  const startedAt = Date.now();
+  const metrics = {
+    registry,
+    requestDuration: registry.register(
+      new Histogram(
+        'kiln_inference_request_duration_seconds',
+        'Time from request received to response written, by route, model, version and status code.',
+        ['route', 'model', 'version', 'status'],
+        LATENCY_BUCKETS,
+      ),
+    ),
+    errors: registry.register(
+      new Counter('kiln_inference_errors_total', 'Responses with a 4xx or 5xx status, by route and status.', [
+        'route',
+        'status',
+      ]),
+    ),
+    rows: registry.register(
+      new Counter('kiln_inference_rows_total', 'Rows scored, by model and version.', ['model', 'version']),
+    ),
+    batchRows: registry.register(
+      new Histogram(
+        'kiln_inference_batch_rows',
+        'Rows per ONNX Runtime call (after micro-batching), by model and version.',
+        ['model', 'version'],
+        BATCH_BUCKETS,
+      ),
+    ),
+    batchRequests: registry.register(
+      new Histogram(
+        'kiln_inference_batch_requests',
+        'Requests coalesced into one ONNX Runtime call, by model and version.',
+        ['model', 'version'],
+        BATCH_BUCKETS,
+      ),
+    ),
+    queueRows: registry.register(
+      new Gauge('kiln_inference_queue_rows', 'Rows waiting for ONNX Runtime, by model and version.', [
+        'model',
+        'version',
+      ]),
+    ),
+    modelLoaded: registry.register(
+      new Gauge(
+        'kiln_inference_model_loaded',
+        'Model versions currently serving (1), with their execution provider.',
+        ['model', 'version', 'provider'],
+      ),
+    ),
+    reloads: registry.register(
+      new Counter('kiln_inference_model_reloads_total', 'Model reload attempts, by model and outcome.', [
+        'model',
+        'outcome',
+      ]),
+    ),
+    captureRecords: registry.register(
+      new Counter('kiln_capture_records_total', 'Captured request/response records, by outcome.', [
+        'outcome',
+      ]),
+    ),
+    inFlight: registry.register(
+      new Gauge('kiln_inference_requests_in_flight', 'Requests received and not yet answered.', []),
+    ),
+    uptime: registry.register(
+      new Gauge('kiln_process_uptime_seconds', 'Seconds since the server started.', []),
+    ),
+    memory: registry.register(new Gauge('kiln_process_resident_memory_bytes', 'Resident set size.', [])),
+  };
+  registry.onCollect(() => {
+    metrics.uptime.set(undefined, (Date.now() - startedAt) / 1000);
+    metrics.memory.set(undefined, process.memoryUsage.rss());
+  });
+  return metrics;
+}
+
+export type ServingMetrics = ReturnType<typeof createServingMetrics>;
