@@ -424,7 +424,33 @@ interface Plan {
   writers: Array<{ at: number; write: ColumnWriter }>;
 }
 
+// A fitted transform never changes once fitted (its hash covers it), so its compiled plan and column sets
+// are cached per object: the online server applies the same transform to every request.
+const compiledPlans = new WeakMap<FittedTransform, Plan>();
+const columnSets = new WeakMap<FittedTransform, { dropped: Set<string>; known: Set<string> }>();
+
 function compile(fitted: FittedTransform): Plan {
+  let plan = compiledPlans.get(fitted);
+  if (!plan) {
+    plan = compileUncached(fitted);
+    compiledPlans.set(fitted, plan);
+  }
+  return plan;
+}
+
+function columnSetsOf(fitted: FittedTransform): { dropped: Set<string>; known: Set<string> } {
+  let sets = columnSets.get(fitted);
+  if (!sets) {
+    sets = {
+      dropped: new Set(fitted.columns.filter(isDropped).map((c) => c.name)),
+      known: new Set(fitted.inputs.map((c) => c.name)),
+    };
+    columnSets.set(fitted, sets);
+  }
+  return sets;
+}
+
+function compileUncached(fitted: FittedTransform): Plan {
   if (
     fitted.fitted !== true ||
     !Array.isArray(fitted.params) ||
@@ -561,7 +587,7 @@ export function coerceRowValues(
   row: Record<string, unknown> | unknown[],
 ): Record<string, unknown> {
   const inputs = fitted.inputs;
-  const dropped = new Set(fitted.columns.filter(isDropped).map((c) => c.name));
+  const { dropped, known } = columnSetsOf(fitted);
   const out: Record<string, unknown> = {};
   let cellOf: (input: InputColumn, i: number) => unknown;
   if (Array.isArray(row)) {
@@ -572,7 +598,6 @@ export function coerceRowValues(
     }
     cellOf = (_input, i) => row[i];
   } else if (typeof row === 'object' && row !== null) {
-    const known = new Set(inputs.map((c) => c.name));
     for (const key of Object.keys(row)) {
       if (known.has(key)) continue;
       const why = key === fitted.target ? ` ("${key}" is the target, not an input)` : '';
