@@ -1,31 +1,39 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { Tracer } from '@aws-lambda-powertools/tracer';
+import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import middy from '@middy/core';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import { handleRegistryRequest } from '../../lib/registry/api.ts';
+import type { APIGatewayProxyResult } from 'aws-lambda';
+import { handleApiGatewayEvent } from '../../lib/registry/api-gateway.ts';
 import { ModelRegistry } from '../../lib/registry/registry.ts';
 import { lakeFromEnv } from '../../lib/store/from-env.ts';
 import { eventsFromEnv, logger } from '../lib/runtime.ts';
 
 const registry = new ModelRegistry(lakeFromEnv(), eventsFromEnv());
+const metrics = new Metrics({
+  namespace: 'Kiln',
+  serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'kiln-registry',
+});
+const tracer = new Tracer({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'kiln-registry' });
 
-/** The registry API behind API Gateway (IAM auth): the caller's IAM identity is the audit log's "who". */
-export const handler = middy(async (event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> => {
-  const identity = event.requestContext?.identity;
-  const actor = identity?.userArn ?? identity?.caller ?? 'unknown';
-  const response = await handleRegistryRequest(
-    registry,
-    {
-      method: event.httpMethod,
-      path: event.path,
-      body:
-        event.isBase64Encoded && event.body ? Buffer.from(event.body, 'base64').toString('utf8') : event.body,
-      actor,
-    },
-    (error) => logger.error('registry request failed', { error: error as Error }),
+/**
+ * The registry API behind API Gateway (IAM auth by default): the authenticated caller is the audit log's
+ * "who"; the event is validated and the body size-limited before any work (lib/registry/api-gateway.ts).
+ */
+export const handler = middy(async (event: unknown): Promise<APIGatewayProxyResult> => {
+  const { operation, ...result } = await handleApiGatewayEvent(registry, event, (error) =>
+    logger.error('registry request failed', { error: error as Error }),
   );
-  return {
-    statusCode: response.status,
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(response.body),
-  };
-}).use(injectLambdaContext(logger));
+  metrics.addDimension('operation', operation ?? 'none');
+  metrics.addMetric('RegistryRequests', MetricUnit.Count, 1);
+  if (result.statusCode >= 500) metrics.addMetric('RegistryServerErrors', MetricUnit.Count, 1);
+  else if (result.statusCode >= 400) metrics.addMetric('RegistryClientErrors', MetricUnit.Count, 1);
+  if (operation === 'promoteVersion' && result.statusCode === 403) {
+    metrics.addMetric('PromotionsRefused', MetricUnit.Count, 1);
+  }
+  return result;
+})
+  .use(injectLambdaContext(logger))
+  .use(captureLambdaHandler(tracer))
+  .use(logMetrics(metrics));

@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { describeError, KilnError, ValidationError } from '../core/errors.ts';
 import { PipelineFailedError } from '../local/pipeline-runner.ts';
 import * as commands from './commands.ts';
+import { addRegistryCommands, openLocalRegistry } from './registry-commands.ts';
 
 /** Builds the command tree; each action returns the process exit code. */
 export function buildProgram(): Command {
@@ -54,6 +55,17 @@ export function buildProgram(): Command {
     .option('--param <key=value...>', 'hyperparameter, repeatable (e.g. --param max_iter=200)')
     .option('--seed <n>', 'random seed', parseInteger, 0)
     .option('--gate-margin <x>', 'how much a challenger must beat the champion by', parseFloatStrict, 0)
+    .addOption(
+      new Option(
+        '--command <cmd>',
+        'bring your own: train with this command under the SageMaker training contract (docs/byo-training.md)',
+      ).conflicts('image'),
+    )
+    .option(
+      '--image <image>',
+      'bring your own: a training image (locally mapped to a command in <home>/images.json)',
+    )
+    .option('--instance-type <type>', 'SageMaker instance type of the job, e.g. ml.g5.xlarge for a GPU')
     .option('--json', 'machine-readable output')
     .action(async (options, command: Command) =>
       commands.train({ ...command.optsWithGlobals(), ...options }),
@@ -75,6 +87,7 @@ export function buildProgram(): Command {
     .action(async (reference: string, options, command: Command) =>
       commands.modelsShow(reference, { ...command.optsWithGlobals(), ...options }),
     );
+  addRegistryCommands(models, openLocalRegistry);
 
   const schema = program.command('schema').description('dataset schema contracts');
   schema

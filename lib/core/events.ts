@@ -12,6 +12,7 @@ export const KilnEventSchema = z.object({
     'kiln.registry',
     'kiln.monitoring',
     'kiln.serving',
+    'kiln.updates',
   ]),
   detailType: z.string().min(1),
   detail: z.record(z.string(), z.unknown()),
@@ -27,8 +28,21 @@ export const EventTypes = {
   modelVersionRegistered: 'ModelVersionRegistered',
   modelVersionStageChanged: 'ModelVersionStageChanged',
   modelVersionApproved: 'ModelVersionApproved',
+  modelVersionRejected: 'ModelVersionRejected',
   aliasMoved: 'AliasMoved',
   promotionRefused: 'PromotionRefused',
+  /** kiln.monitoring: a drift report found drifted features or prediction drift (lib/monitoring/events.ts). */
+  driftDetected: 'DriftDetected',
+  /** kiln.monitoring: a version's quality on late labels fell below its held-out metric (lib/monitoring/events.ts). */
+  qualityDropped: 'QualityDropped',
+  /** kiln.monitoring: a label file was ingested (lib/monitoring/events.ts). */
+  labelsIngested: 'LabelsIngested',
+  /** kiln.updates: a retraining run finished: trained, skipped (nothing new) or failed (lib/updates/events.ts). */
+  retrainingRunCompleted: 'RetrainingRunCompleted',
+  /** kiln.updates: a challenger went on a canary or a shadow (lib/updates/events.ts). */
+  rolloutStarted: 'RolloutStarted',
+  /** kiln.updates: a canary or shadow ended: promoted or rolled back (lib/updates/events.ts). */
+  rolloutCompleted: 'RolloutCompleted',
 } as const;
 
 /** Where events go: EventBridge on AWS, the in-process bus locally. */

@@ -182,8 +182,12 @@ describe('REST APIs', () => {
   });
 
   it('validates prediction bodies against a model that requires an instances array', () => {
+    // Only the inference API's resources: the registry API has request models of its own.
+    const inferenceApi = `<${logicalIdOf(stack, stack.inferenceApi.restApi.api)}>`;
     const model = Object.values(json.Resources).find(
-      (resource) => resource.Type === 'AWS::ApiGateway::Model',
+      (resource) =>
+        resource.Type === 'AWS::ApiGateway::Model' &&
+        flatten(resource.Properties?.RestApiId) === inferenceApi,
     );
     expect(model?.Properties?.Schema).toMatchObject({
       type: 'object',
@@ -197,6 +201,7 @@ describe('REST APIs', () => {
     const predict = Object.values(json.Resources).filter(
       (resource) =>
         resource.Type === 'AWS::ApiGateway::Method' &&
+        flatten(resource.Properties?.RestApiId) === inferenceApi &&
         resource.Properties?.HttpMethod === 'POST' &&
         resource.Properties?.RequestModels !== undefined,
     );
@@ -229,9 +234,12 @@ describe('servingMode lambda', () => {
     const host = lambdaMode.stack.lambdaModelHost;
     if (!host) throw new Error('lambda serving mode must create the model host');
     const hostArn = `<${logicalIdOf(lambdaMode.stack, host.function)}.Arn>`;
+    const inferenceApi = `<${logicalIdOf(lambdaMode.stack, lambdaMode.stack.inferenceApi.restApi.api)}>`;
     const predictMethods = Object.values(lambdaMode.json.Resources).filter(
       (resource) =>
-        resource.Type === 'AWS::ApiGateway::Method' && resource.Properties?.RequestModels !== undefined,
+        resource.Type === 'AWS::ApiGateway::Method' &&
+        flatten(resource.Properties?.RestApiId) === inferenceApi &&
+        resource.Properties?.RequestModels !== undefined,
     );
     expect(predictMethods).toHaveLength(2);
     for (const method of predictMethods) {
