@@ -7,6 +7,8 @@ import { readSchema } from '../etl/schema-store.ts';
 import { readCuratedRows, readTableFile } from '../etl/tables.ts';
 import { LocalPlatform, REPO_ROOT } from '../local/platform.ts';
 import { predictRows } from '../registry/batch-predict.ts';
+import { createRegistryHttpServer } from '../registry/http-server.ts';
+import { ensureLocalToken, localTokenPath } from '../registry/local-token.ts';
 import { RegistryModelSource } from '../registry/model-source.ts';
 import { jsonLogger, type ServingLogger } from '../serving/model-host.ts';
 import { createInferenceServer } from '../serving/server.ts';
@@ -87,6 +89,11 @@ interface TrainOptions extends GlobalOptions {
   param?: string[];
   seed: number;
   gateMargin: number;
+  /** Bring your own: a shell command that honours the training contract. */
+  command?: string;
+  /** Bring your own: a training image (locally: mapped to a command). */
+  image?: string;
+  instanceType?: string;
 }
 
 /** `kiln train`: run the training state machine. */
@@ -109,6 +116,7 @@ async function runTraining(platform: LocalPlatform, reporter: Reporter, options:
   const testDataKey = options.testData
     ? await platform.landHoldout(options.testData, options.dataset)
     : undefined;
+  const image = options.command ? platform.trainingImages.registerCommand(options.command) : options.image;
   reporter.stage('train');
   reporter.pipeline(6);
   const output = await platform.train({
@@ -121,6 +129,8 @@ async function runTraining(platform: LocalPlatform, reporter: Reporter, options:
     seed: options.seed,
     gateMargin: options.gateMargin,
     ...(testDataKey ? { testDataKey } : {}),
+    ...(image ? { image } : {}),
+    ...(options.instanceType ? { instanceType: options.instanceType } : {}),
   });
   const registration = output.registration as {
     model: string;
@@ -274,29 +284,58 @@ async function assertPortFree(port: number, host = '127.0.0.1'): Promise<void> {
   });
 }
 
-/** Starts the inference server over the registry; resolves with its URL. */
-async function startServer(platform: LocalPlatform, port: number, host: string) {
+/**
+ * Starts the local endpoints: the inference server (every model's champion, reloaded when an alias moves)
+ * and the registry API with the home's bearer token, both on 127.0.0.1 only unless `host` says otherwise.
+ */
+async function startServer(platform: LocalPlatform, port: number, host: string, registryPort: number) {
   await assertPortFree(port, host);
+  await assertPortFree(registryPort, host);
   const inference = createInferenceServer({
     source: new RegistryModelSource(platform.registry),
     capture: { store: platform.store, sampleRate: 1 },
     logger: process.env.KILN_DEBUG ? jsonLogger : terminalLogger,
   });
   const address = await inference.listen(port, host);
-  return { inference, url: `http://${host}:${address.port}` };
+  const unsubscribe = platform.bus.subscribe(
+    { source: ['kiln.registry'], detailType: ['AliasMoved'] },
+    (event) => inference.onAliasMoved(event).then(() => undefined),
+  );
+  const registryServer = createRegistryHttpServer({
+    registry: platform.registry,
+    token: await ensureLocalToken(platform.home.dir),
+  });
+  const registryAddress = await registryServer.listen(registryPort, host);
+  return {
+    url: `http://${host}:${address.port}`,
+    registryUrl: `http://${host}:${registryAddress.port}`,
+    tokenFile: localTokenPath(platform.home.dir),
+    close: async () => {
+      unsubscribe();
+      await Promise.all([inference.close(), registryServer.close()]);
+    },
+  };
 }
 
 /** `kiln serve`: serve until Ctrl-C. */
-export async function serve(options: GlobalOptions & { port: number; host: string }) {
+export async function serve(options: GlobalOptions & { port: number; host: string; registryPort?: number }) {
   const reporter = new Reporter(false);
   const platform = await openPlatform(options, reporter);
   const models = await platform.registry.listModels();
   if (models.length === 0)
     throw new NotFoundError('no models registered yet: run `kiln up` or `kiln train` first');
-  const { inference, url } = await startServer(platform, options.port, options.host);
-  process.stderr.write(`serving ${models.join(', ')} on ${url}  (Ctrl-C to stop)\n`);
+  const endpoints = await startServer(platform, options.port, options.host, registryPortFor(options));
+  process.stderr.write(
+    `serving ${models.join(', ')} on ${endpoints.url}; registry API on ${endpoints.registryUrl} ` +
+      `(bearer token in ${endpoints.tokenFile})  — Ctrl-C to stop\n`,
+  );
   await waitForShutdown();
-  await inference.close();
+  await endpoints.close();
+}
+
+/** The registry API listens next to the inference server (port + 1), or on any free port with --port 0. */
+function registryPortFor(options: { port: number; registryPort?: number }): number {
+  return options.registryPort ?? (options.port === 0 ? 0 : options.port + 1);
 }
 
 /** `kiln predict`: batch scoring with the same transform and ONNX Runtime as the server. */
@@ -338,6 +377,7 @@ interface UpOptions extends GlobalOptions {
   dataset?: string;
   model?: string;
   port: number;
+  registryPort?: number;
   once?: boolean;
 }
 
@@ -374,7 +414,8 @@ export async function up(options: UpOptions) {
   });
 
   reporter.stage('serve');
-  const { inference, url } = await startServer(platform, options.port, '127.0.0.1');
+  const endpoints = await startServer(platform, options.port, '127.0.0.1', registryPortFor(options));
+  const url = endpoints.url;
   reporter.done('serve', url);
 
   reporter.stage('predict');
@@ -392,7 +433,7 @@ export async function up(options: UpOptions) {
   });
   const body = (await response.json()) as { predictions?: Array<Record<string, unknown>>; error?: string };
   if (!response.ok || !body.predictions) {
-    await inference.close();
+    await endpoints.close();
     throw new Error(`the server answered ${response.status}: ${body.error ?? 'no predictions'}`);
   }
   const predictions = body.predictions.map((prediction, i) => ({
@@ -413,6 +454,7 @@ export async function up(options: UpOptions) {
     metrics: training.metrics,
     gate: training.gate,
     endpoint: url,
+    registry: endpoints.registryUrl,
     predictions,
     seconds: Number(((performance.now() - started) / 1000).toFixed(1)),
     next: [
@@ -430,6 +472,7 @@ export async function up(options: UpOptions) {
       `  data       ${dataset}@${etlResult.version}: ${etlResult.accepted} rows curated, ${etlResult.quarantined} quarantined`,
       `  held-out   ${headlineMetrics(training.metrics)}`,
       `  endpoint   ${url}  (SageMaker: /ping /invocations · Open Inference Protocol: /v2/models/${summary.model}/infer)`,
+      `  registry   ${endpoints.registryUrl}  (bearer token in ${endpoints.tokenFile})`,
       '  predictions',
       ...predictions.map((p) => `    ${JSON.stringify(p)}`),
       '  try next',
@@ -440,7 +483,7 @@ export async function up(options: UpOptions) {
     process.stderr.write(`\nserving on ${url} — Ctrl-C to stop\n`);
     await waitForShutdown();
   }
-  await inference.close();
+  await endpoints.close();
   await platform.bus.drain();
 }
 

@@ -20,6 +20,7 @@ export function buildProgram(): Command {
     .option('--dataset <name>', 'dataset name (default: from the file name)')
     .option('--model <name>', 'model name (default: the dataset name)')
     .addOption(portOption())
+    .addOption(registryPortOption())
     .option('--once', 'exit after the summary instead of serving until Ctrl-C')
     .option('--json', 'print the summary as JSON on stdout')
     .action(async (options, command: Command) => commands.up({ ...command.optsWithGlobals(), ...options }));
@@ -105,6 +106,7 @@ export function buildProgram(): Command {
       'serve every registered model (its champion) over HTTP: SageMaker contract + Open Inference Protocol',
     )
     .addOption(portOption())
+    .addOption(registryPortOption())
     .option('--host <address>', 'address to bind', '127.0.0.1')
     .action(async (options, command: Command) =>
       commands.serve({ ...command.optsWithGlobals(), ...options }),
@@ -145,6 +147,13 @@ export async function runCli(argv: string[]): Promise<number> {
 
 function allCommands(command: Command): Command[] {
   return [command, ...command.commands.flatMap(allCommands)];
+}
+
+function registryPortOption(): Option {
+  return new Option(
+    '--registry-port <n>',
+    'TCP port of the local registry API (default: --port + 1)',
+  ).argParser(parsePort);
 }
 
 function portOption(): Option {

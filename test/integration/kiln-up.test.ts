@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runKiln } from '../support/cli.ts';
+import { REPO_ROOT, runKiln } from '../support/cli.ts';
 import { tempDir } from '../support/temp.ts';
 
 const SHARED = join(import.meta.dirname, '..', '..', '..', 'shared', 'datasets');
@@ -58,6 +59,9 @@ describe('kiln up --once (the whole loop, end to end)', () => {
     });
     expect(record.aliases).toContain('champion');
 
+    // `kiln serve` serves the champion and the registry API (bearer token from the home), until SIGTERM.
+    await checkServe(home);
+
     // Running the loop again on the same data changes nothing in the curated zone and gates the new model.
     const again = await runKiln(['up', '--once', '--json', '--home', home, '--port', '0']);
     expect(again.code, again.stderr).toBe(0);
@@ -95,3 +99,31 @@ describe('kiln up --once (the whole loop, end to end)', () => {
     },
   );
 });
+
+async function checkServe(home: string): Promise<void> {
+  const child = spawn(process.execPath, ['bin/kiln.mjs', 'serve', '--port', '0', '--home', home], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
+  let stderr = '';
+  const banner = await new Promise<string>((resolve, reject) => {
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (stderr.includes('Ctrl-C')) resolve(stderr);
+    });
+    child.on('close', () => reject(new Error(`kiln serve exited early: ${stderr}`)));
+  });
+  try {
+    const [inferenceUrl, registryUrl] = [...banner.matchAll(/http:\/\/127\.0\.0\.1:\d+/g)].map((m) => m[0]);
+    const token = (await readFile(join(home, 'registry.token'), 'utf8')).trim();
+    expect((await fetch(`${inferenceUrl}/ping`)).status).toBe(200);
+    expect((await fetch(`${registryUrl}/models`)).status).toBe(401);
+    const listed = await fetch(`${registryUrl}/models`, { headers: { authorization: `Bearer ${token}` } });
+    expect(listed.status).toBe(200);
+    expect(await listed.json()).toMatchObject({ models: ['churn'] });
+  } finally {
+    child.kill('SIGTERM');
+  }
+  expect(await exited).toBe(0);
+}
