@@ -3,7 +3,6 @@ import { access, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { basename, extname, join } from 'node:path';
 import { NotFoundError, ValidationError } from '../core/errors.ts';
-import { readSchema } from '../etl/schema-store.ts';
 import { readCuratedRows, readTableFile } from '../etl/tables.ts';
 import { LocalPlatform, REPO_ROOT } from '../local/platform.ts';
 import { predictRows } from '../registry/batch-predict.ts';
@@ -235,23 +234,6 @@ export async function modelsShow(reference: string, options: GlobalOptions) {
       `artifact  sha256:${record.lineage.artifactSha256}`,
       `job       ${record.lineage.trainingJob}  ${record.lineage.startedAt} → ${record.lineage.endedAt}`,
     ].join('\n'),
-  );
-}
-
-/** `kiln schema show DATASET`. */
-export async function schemaShow(dataset: string, options: GlobalOptions) {
-  const platform = await openPlatform(options, new Reporter(true));
-  const schema = await readSchema(platform.store, dataset);
-  print(options, schema, () =>
-    schema.columns
-      .map((c) => {
-        const range = c.min !== undefined ? ` [${c.min}, ${c.max}]` : '';
-        const categories = c.categories
-          ? ` {${c.categories.slice(0, 8).join(', ')}${c.categories.length > 8 ? ', …' : ''}}`
-          : '';
-        return `${c.name.padEnd(28)} ${c.type.padEnd(9)} ${c.nullable ? 'nullable' : 'required'}${range}${categories}`;
-      })
-      .join('\n'),
   );
 }
 

@@ -2,7 +2,9 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { describeError, KilnError, ValidationError } from '../core/errors.ts';
 import { PipelineFailedError } from '../local/pipeline-runner.ts';
 import * as commands from './commands.ts';
+import { addMonitorCommands } from './monitor-commands.ts';
 import { addRegistryCommands, openLocalRegistry } from './registry-commands.ts';
+import { addSchemaCommands } from './schema-commands.ts';
 
 /** Builds the command tree; each action returns the process exit code. */
 export function buildProgram(): Command {
@@ -90,15 +92,7 @@ export function buildProgram(): Command {
     );
   addRegistryCommands(models, openLocalRegistry);
 
-  const schema = program.command('schema').description('dataset schema contracts');
-  schema
-    .command('show')
-    .description('show the schema contract of a dataset')
-    .argument('<dataset>', 'dataset name')
-    .option('--json', 'machine-readable output')
-    .action(async (dataset: string, options, command: Command) =>
-      commands.schemaShow(dataset, { ...command.optsWithGlobals(), ...options }),
-    );
+  addSchemaCommands(program.command('schema').description('dataset schema contracts'));
 
   program
     .command('serve')
@@ -122,6 +116,7 @@ export function buildProgram(): Command {
       commands.predict({ ...command.optsWithGlobals(), ...options }),
     );
 
+  addMonitorCommands(program);
   return program;
 }
 

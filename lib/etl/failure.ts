@@ -31,9 +31,13 @@ export async function recordPipelineFailure(
   store: ObjectStore,
   input: PipelineFailureInput,
 ): Promise<PipelineFailure> {
-  // The state machine passes its whole state: the run id sits at `plan.runId` once Plan has run.
-  const state = input.input as { runId?: unknown; plan?: { runId?: unknown } } | null | undefined;
-  const candidate = state?.runId ?? state?.plan?.runId;
+  // The state machine passes its whole state: the run id sits at `plan.runId` once Plan has run (ETL), at
+  // `job.trainingJobName` once Prepare has run (training).
+  const state = input.input as
+    | { runId?: unknown; plan?: { runId?: unknown }; job?: { trainingJobName?: unknown } }
+    | null
+    | undefined;
+  const candidate = state?.runId ?? state?.plan?.runId ?? state?.job?.trainingJobName;
   const runId =
     typeof candidate === 'string' && /^[A-Za-z0-9_.-]{1,100}$/.test(candidate)
       ? candidate
@@ -55,13 +59,19 @@ export async function recordPipelineFailure(
 function describeCause(error: { Error: string; Cause?: string }): { type: string; message: string } {
   if (!error.Cause) return { type: error.Error, message: error.Error };
   try {
-    const parsed = JSON.parse(error.Cause) as { errorType?: unknown; errorMessage?: unknown };
+    const parsed = JSON.parse(error.Cause) as {
+      errorType?: unknown;
+      errorMessage?: unknown;
+      FailureReason?: unknown;
+    };
     if (typeof parsed.errorMessage === 'string') {
       return {
         type: typeof parsed.errorType === 'string' ? parsed.errorType : error.Error,
         message: parsed.errorMessage,
       };
     }
+    // A failed SageMaker .sync job: the cause is DescribeTrainingJob's output, the reason in FailureReason.
+    if (typeof parsed.FailureReason === 'string') return { type: error.Error, message: parsed.FailureReason };
   } catch {
     // Cause is plain text (not Lambda's JSON envelope): keep it as the message.
   }

@@ -219,8 +219,10 @@ function executionFailure(error: unknown): { name: string; cause: string } {
 /** A Lambda cause is JSON with errorMessage; a Fail state's cause is plain text. */
 function summariseCause(cause: string): string {
   try {
-    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown; FailureReason?: unknown };
     if (typeof parsed.errorMessage === 'string') return parsed.errorMessage;
+    // A failed SageMaker .sync job (DescribeTrainingJob's output).
+    if (typeof parsed.FailureReason === 'string') return parsed.FailureReason;
   } catch {
     // not JSON: use as is
   }

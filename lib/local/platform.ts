@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EventTypes, setLocalEventPublisher } from '../core/events.ts';
 import { ingestFiles } from '../etl/ingest.ts';
@@ -12,7 +12,7 @@ import { assertName } from '../store/layout.ts';
 import { LocalEventBus } from './event-bus.ts';
 import { type KilnHome, openHome } from './home.ts';
 import { LocalPipelines, type StateProgress } from './pipeline-runner.ts';
-import { localTrainingJob } from './sagemaker-training.ts';
+import { LOCAL_BUILTIN_IMAGE, LocalTrainingImages, localTrainingJob } from './sagemaker-training.ts';
 import type { CfnTemplate } from './template.ts';
 
 /** Repository root: handler paths in the template (KILN_HANDLER) and the training entry point are relative to it. */
@@ -32,6 +32,8 @@ export interface LocalPlatformOptions {
  */
 export class LocalPlatform {
   private pipelinesLoading?: Promise<LocalPipelines>;
+  /** Which local command plays which training image (`--command`, `<home>/images.json`, the built-in). */
+  readonly trainingImages: LocalTrainingImages;
 
   private constructor(
     readonly home: KilnHome,
@@ -39,12 +41,17 @@ export class LocalPlatform {
     readonly bus: LocalEventBus,
     readonly registry: ModelRegistry,
     private readonly options: LocalPlatformOptions,
-  ) {}
+  ) {
+    this.trainingImages = new LocalTrainingImages(join(home.dir, 'images.json'));
+  }
 
   static async open(options: LocalPlatformOptions): Promise<LocalPlatform> {
     const home = await openHome(options.home);
     // Handlers read their lake from KILN_LAKE exactly as in Lambda; here it is the home's lake folder.
     process.env.KILN_LAKE = home.lakeDir;
+    // What TrainingPipeline sets on the Prepare function: the built-in image (here a name the stand-in maps).
+    process.env.KILN_TRAINING_IMAGE = LOCAL_BUILTIN_IMAGE;
+    process.env.KILN_TRAINING_INSTANCE_TYPE = 'ml.m5.xlarge';
     // Handler logs are for CloudWatch; on a terminal they would bury the progress (KILN_DEBUG shows them).
     // Handlers are imported later, on first use, so their loggers read this level when they are created.
     process.env.POWERTOOLS_LOG_LEVEL ??= process.env.KILN_DEBUG ? 'DEBUG' : 'SILENT';
@@ -67,7 +74,7 @@ export class LocalPlatform {
             store: this.store,
             jobsDir: this.home.jobsDir,
             rootDir: REPO_ROOT,
-            command: () => [process.execPath, '--import', 'tsx', 'containers/training/train.ts'],
+            command: (image) => this.trainingImages.command(image),
             log: this.options.log,
           }),
         },

@@ -1,6 +1,7 @@
-import { Aws, Duration, Fn, IgnoreMode, Size, Token, Validations } from 'aws-cdk-lib';
+import { Aws, Duration, Fn, IgnoreMode, Size, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
+import type * as ecr from 'aws-cdk-lib/aws-ecr';
+import { DockerImageAsset, Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import type * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -49,10 +50,23 @@ export interface TrainingPipelineProps {
   /** Handler recording pipeline failures (shared by all pipelines). */
   readonly failureFunction: lambda.IFunction;
   /**
-   * SageMaker training instance type (`ml.<family>.<size>`).
+   * SageMaker instance type (`ml.<family>.<size>`) of built-in training jobs; a request's `instanceType`
+   * overrides it per job.
    * @default 'ml.m5.xlarge' — the built-in tabular trainers are CPU-bound
    */
   readonly trainingInstanceType?: string;
+  /**
+   * Instance type of bring-your-own training jobs (requests with an `image`), e.g. a GPU type such as
+   * `ml.g5.xlarge` for deep-learning images; a request's `instanceType` overrides it per job.
+   * @default - trainingInstanceType
+   */
+  readonly byoTrainingInstanceType?: string;
+  /**
+   * ECR repositories of bring-your-own training images; the training role may pull from these (and from the
+   * built-in image's repository) only.
+   * @default - none: only the built-in image can run
+   */
+  readonly byoImageRepositories?: readonly ecr.IRepository[];
   /** Training volume size in GiB (1–16384). @default 30 */
   readonly trainingVolumeSizeGiB?: number;
   /** Longest a training job may run (at most 28 days). @default Duration.hours(4) */
@@ -78,8 +92,9 @@ export interface TrainingPipelineProps {
 
 /**
  * Train → evaluate → register: `Prepare` builds the job spec from a curated version, `Train` runs a
- * SageMaker training job on `containers/training`, `Evaluate` scores it on held-out data, and `Gate`
- * registers it as the new champion or as a candidate.
+ * SageMaker training job on `containers/training` or on a bring-your-own image named by the request,
+ * `Evaluate` scores it on held-out data against the champion, and `Gate` registers it as the new champion
+ * or as a candidate.
  */
 export class TrainingPipeline extends Construct {
   /** The training state machine. */
@@ -94,11 +109,20 @@ export class TrainingPipeline extends Construct {
   public readonly registerFunction: KilnHandler;
   /** Execution-log group of the state machine. */
   public readonly logGroup: logs.LogGroup;
+  /** The built-in training image, built from `containers/training/Dockerfile`. */
+  public readonly trainingImage: DockerImageAsset;
 
   constructor(scope: Construct, id: string, props: TrainingPipelineProps) {
     super(scope, id);
     const instanceType = props.trainingInstanceType ?? 'ml.m5.xlarge';
     assertMatches('trainingInstanceType', instanceType, SAGEMAKER_INSTANCE_TYPE, "'ml.<family>.<size>'");
+    const byoInstanceType = props.byoTrainingInstanceType ?? instanceType;
+    assertMatches(
+      'byoTrainingInstanceType',
+      byoInstanceType,
+      SAGEMAKER_INSTANCE_TYPE,
+      "'ml.<family>.<size>'",
+    );
     const volumeSize = props.trainingVolumeSizeGiB ?? 30;
     assertIntegerInRange('trainingVolumeSizeGiB', volumeSize, 1, 16384);
     const maxRuntime = props.maxTrainingRuntime ?? Duration.hours(4);
@@ -110,6 +134,15 @@ export class TrainingPipeline extends Construct {
       );
     }
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const byoRepositories = props.byoImageRepositories ?? [];
+    // The built-in training image (`containers/training`), the default of every job.
+    this.trainingImage = new DockerImageAsset(this, 'TrainingImage', {
+      directory: REPO_ROOT,
+      file: TRAINING_DOCKERFILE,
+      platform: Platform.LINUX_AMD64,
+      ignoreMode: IgnoreMode.DOCKER,
+      exclude: [...DOCKER_CONTEXT_EXCLUDES],
+    });
     const logKey = props.logEncryptionKey ?? new LogEncryptionKey(this, 'LogKey');
     const lake = props.lakeBucket;
     const common = { lake, bus: props.bus, logRetention, serviceName: 'kiln-training' };
@@ -118,6 +151,19 @@ export class TrainingPipeline extends Construct {
       ...common,
       handler: 'functions/training/prepare.handler',
       timeout: Duration.minutes(5),
+      // Prepare picks the image and instance type of each job: the request's, else these defaults.
+      environment: {
+        KILN_TRAINING_IMAGE: this.trainingImage.imageUri,
+        KILN_TRAINING_INSTANCE_TYPE: instanceType,
+        KILN_BYO_TRAINING_INSTANCE_TYPE: byoInstanceType,
+        // Prepare refuses other images up front, rather than SageMaker failing to pull them minutes later.
+        KILN_BYO_IMAGE_REPOSITORIES: byoRepositories.length
+          ? Fn.join(
+              ',',
+              byoRepositories.map((repository) => repository.repositoryUri),
+            )
+          : '',
+      },
     });
     this.evaluateFunction = new KilnContainerFunction(this, 'EvaluateHandler', {
       ...common,
@@ -140,8 +186,11 @@ export class TrainingPipeline extends Construct {
     lake.grantRead(this.evaluateFunction, `${LakePrefix.holdout}*`);
     lake.grantRead(this.evaluateFunction, `${LakePrefix.registry}*`);
     lake.grantRead(this.evaluateFunction, `${LakePrefix.models}*`);
-    // register: copy staged artifacts into models/, record the version in registry/, report the run.
+    // register: copy staged artifacts into models/, record the version in registry/, report the run. It reads
+    // curated and held-out rows to complete bring-your-own models (fitted transform, baseline profile).
     lake.grantRead(this.registerFunction, `${LakePrefix.modelsStaging}*`);
+    lake.grantRead(this.registerFunction, `${LakePrefix.curated}*`);
+    lake.grantRead(this.registerFunction, `${LakePrefix.holdout}*`);
     lake.grantReadWrite(this.registerFunction, `${LakePrefix.models}*`);
     lake.grantReadWrite(this.registerFunction, `${LakePrefix.registry}*`);
     lake.grantReadWrite(this.registerFunction, `${LakePrefix.runs}*`);
@@ -153,7 +202,12 @@ export class TrainingPipeline extends Construct {
       description: 'Role of Kiln SageMaker training jobs: curated/ in, models-staging/ out',
     });
     lake.grantRead(this.trainingRole, `${LakePrefix.curated}*`);
+    // A user's own held-out file (`kiln train --test-data`) is the test channel.
+    lake.grantRead(this.trainingRole, `${LakePrefix.holdout}*`);
     lake.grantPut(this.trainingRole, `${LakePrefix.modelsStaging}*`);
+    // Images come from the built-in repository and the listed BYO repositories, never from any ECR repository.
+    this.trainingImage.repository.grantPull(this.trainingRole);
+    for (const repository of byoRepositories) repository.grantPull(this.trainingRole);
     // Passing our own role means the task adds none of its defaults: logs and metrics are granted here,
     // limited to what SageMaker writes for training jobs.
     this.trainingRole.addToPrincipalPolicy(
@@ -190,20 +244,17 @@ export class TrainingPipeline extends Construct {
       comment: 'Resolve the curated version and build the training job spec',
     });
 
-    const trainingImage = tasks.DockerImage.fromAsset(this, 'TrainingImage', {
-      directory: REPO_ROOT,
-      file: TRAINING_DOCKERFILE,
-      platform: Platform.LINUX_AMD64,
-      ignoreMode: IgnoreMode.DOCKER,
-      exclude: [...DOCKER_CONTEXT_EXCLUDES],
-    });
     const train = new tasks.SageMakerCreateTrainingJob(this, TrainingStates.train, {
       integrationPattern: sfn.IntegrationPattern.RUN_JOB,
       trainingJobName: sfn.JsonPath.stringAt('$.job.trainingJobName'),
       role: this.trainingRole,
       enableNetworkIsolation: props.trainingNetworkIsolation ?? true,
       algorithmSpecification: {
-        trainingImage,
+        // Prepare chose it: the request's BYO image or the built-in one. Pull rights are the role's grants above.
+        trainingImage: tasks.DockerImage.fromJsonExpression(
+          sfn.JsonPath.stringAt('$.job.trainingImage'),
+          false,
+        ),
         trainingInputMode: tasks.InputMode.FILE,
       },
       inputDataConfig: [channel('train', '$.job.channels.train'), channel('test', '$.job.channels.test')],
@@ -213,12 +264,8 @@ export class TrainingPipeline extends Construct {
       },
       resourceConfig: {
         instanceCount: 1,
-        // The task prefixes `ml.` itself; a deploy-time token is split in CloudFormation instead.
-        instanceType: new ec2.InstanceType(
-          Token.isUnresolved(instanceType)
-            ? Fn.select(1, Fn.split('ml.', instanceType))
-            : instanceType.slice('ml.'.length),
-        ),
+        // A JSONPath is passed through as is (`InstanceType.$`): Prepare wrote the full `ml.` type.
+        instanceType: new ec2.InstanceType(sfn.JsonPath.stringAt('$.job.instanceType')),
         volumeSize: Size.gibibytes(volumeSize),
         volumeEncryptionKey: key,
       },
@@ -228,9 +275,12 @@ export class TrainingPipeline extends Construct {
       resultSelector: {
         modelArtifacts: sfn.JsonPath.stringAt('$.ModelArtifacts.S3ModelArtifacts'),
         trainingJobName: sfn.JsonPath.stringAt('$.TrainingJobName'),
+        // Lineage of bring-your-own models: when the job ran (a built-in trainer records its own times).
+        startedAt: sfn.JsonPath.stringAt('$.TrainingStartTime'),
+        endedAt: sfn.JsonPath.stringAt('$.TrainingEndTime'),
       },
       resultPath: '$.training',
-      comment: 'SageMaker training job (containers/training) — waits for completion',
+      comment: 'SageMaker training job (built-in containers/training or a BYO image) — waits for completion',
     });
 
     const evaluate = invokeLambda(this, TrainingStates.evaluate, {

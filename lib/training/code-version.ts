@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -13,7 +14,7 @@ export function codeVersion(): string {
     cached = fromEnv;
     return cached;
   }
-  const { version } = JSON.parse(readFileSync(`${repoRoot}package.json`, 'utf8')) as { version: string };
+  const version = packageVersion();
   try {
     const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], {
       cwd: repoRoot,
@@ -32,4 +33,23 @@ export function codeVersion(): string {
     cached = `kiln@${version}`;
   }
   return cached;
+}
+
+/**
+ * Kiln's package version. In the repository package.json sits two levels above this file; in the bundled
+ * training image (dist/train.mjs) the module moved, and package.json is in the working directory.
+ */
+function packageVersion(): string {
+  for (const dir of [repoRoot, process.cwd()]) {
+    try {
+      const { name, version } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (name === 'kiln' && version) return version;
+    } catch {
+      // not there: try the next place
+    }
+  }
+  return 'unknown';
 }

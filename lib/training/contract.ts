@@ -1,28 +1,24 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeError, ValidationError } from '../core/errors.ts';
-import { type ColumnProfile, profileColumn } from '../core/profile.ts';
 import type { ColumnContract } from '../core/schema.ts';
-import { defaultTransformSpec, fitTransform, parseTransformSpec } from '../core/transform.ts';
+import { defaultTransformSpec, fitTransform, type TransformSpec } from '../core/transform.ts';
 import { readTableFile } from '../etl/tables.ts';
-import { ALGORITHMS, type Algorithm, parseHyperparameters, type Task, trainModel } from '../ml/train.ts';
+import { type Algorithm, type Task, trainModel } from '../ml/train.ts';
+import { baselineProfile } from './baseline.ts';
 import { codeVersion } from './code-version.ts';
-import { buildTrainingSet, classesOf, inferTask } from './dataset.ts';
+import {
+  assertClassesLearnable,
+  buildTrainingSet,
+  classesOf,
+  constantColumns,
+  dropColumns,
+  inferTask,
+} from './dataset.ts';
 import { scorePredictions } from './evaluation.ts';
+import { type ConstantFeaturePolicy, parseTrainingHyperparameters } from './hyperparameters.ts';
 
 type Row = Record<string, unknown>;
-
-/** Hyperparameters that steer Kiln itself; every other key goes to the algorithm and is validated there. */
-const KILN_KEYS = [
-  'target',
-  'algorithm',
-  'seed',
-  'task',
-  'transform_spec',
-  'kiln_model',
-  'kiln_dataset',
-  'kiln_dataset_version',
-];
 
 /** What the built-in trainer writes next to model.onnx as training.json. */
 export interface TrainingSummary {
@@ -44,6 +40,8 @@ export interface TrainingSummary {
   startedAt: string;
   endedAt: string;
   summary: Record<string, number>;
+  /** Feature columns dropped because they were constant (hyperparameter constant_features=drop). */
+  droppedConstantColumns: string[];
 }
 
 /** Trains on raw rows: fits the transform, trains, scores the held-out rows, profiles the baseline. */
@@ -56,7 +54,8 @@ export function trainOnRows(options: {
   params: Record<string, unknown>;
   seed: number;
   task?: Task;
-  transformSpec?: unknown;
+  transformSpec?: TransformSpec;
+  constantFeatures?: ConstantFeaturePolicy;
 }) {
   const { trainRows, testRows, columns, target } = options;
   const targetColumn = columns.find((column) => column.name === target);
@@ -67,16 +66,27 @@ export function trainOnRows(options: {
   }
   if (trainRows.length === 0) throw new ValidationError('the training split has no rows');
   if (testRows.length === 0) throw new ValidationError('the held-out split has no rows');
-  parseHyperparameters(options.algorithm, options.params);
   const task = options.task ?? inferTask(targetColumn, trainRows);
   const classes = task === 'regression' ? [] : classesOf(trainRows, target);
-  if (task !== 'regression' && classes.length < 2) {
-    throw new ValidationError(`target ${target} has a single class (${classes[0]}): nothing to learn`);
+  // Missing targets first: otherwise "null" would count as a class below.
+  checkTarget(trainRows, target, task);
+  if (task !== 'regression') assertClassesLearnable(target, classes, trainRows.length);
+  let spec = options.transformSpec ?? defaultTransformSpec(columns, target);
+  if (spec.columns.some((column) => column.name === target)) {
+    throw new ValidationError(`the transform spec lists the target ${target} as an input column`);
   }
-  const spec =
-    options.transformSpec === undefined
-      ? defaultTransformSpec(columns, target)
-      : parseTransformSpec(options.transformSpec);
+  const constant = constantColumns(spec, trainRows);
+  if (constant.length > 0) {
+    if ((options.constantFeatures ?? 'error') === 'error' || constant.length === spec.columns.length) {
+      throw new ValidationError(
+        `constant feature column${constant.length > 1 ? 's' : ''} ${constant.join(', ')}: one value in all ${trainRows.length} training rows (${describeConstant(trainRows[0], constant)}) carries no information and usually means an upstream bug; ` +
+          (constant.length === spec.columns.length
+            ? 'every feature is constant, so there is nothing to learn'
+            : 'drop it in the transform spec, or pass the hyperparameter constant_features=drop'),
+      );
+    }
+    spec = dropColumns(spec, constant);
+  }
   const fitted = fitTransform(spec, trainRows);
   const data = buildTrainingSet(fitted, trainRows, target, task, classes);
   const model = trainModel(options.algorithm, data, options.params, options.seed);
@@ -84,33 +94,42 @@ export function trainOnRows(options: {
   const output = model.predict(test.X, test.nRows);
   const metrics = scorePredictions(output, testRows, target, task, classes);
   const baseline = baselineProfile(fitted.inputs, trainRows, output, task, classes);
-  return { model, fitted, task, classes, metrics, baseline };
+  return { model, fitted, task, classes, metrics, baseline, droppedConstantColumns: constant };
 }
 
-/** Profiles of every raw input column plus the held-out prediction distribution. */
-function baselineProfile(
-  inputs: Array<{ name: string; type: string }>,
-  rows: Row[],
-  output: { probabilities?: Float32Array; labels?: Int32Array; values?: Float32Array },
-  task: Task,
-  classes: string[],
-): { features: Record<string, ColumnProfile>; prediction: ColumnProfile } {
-  const features: Record<string, ColumnProfile> = {};
-  for (const input of inputs) {
-    const kind = input.type === 'number' || input.type === 'integer' ? 'numeric' : 'categorical';
-    features[input.name] = profileColumn(
-      rows.map((row) => row[input.name]),
-      kind,
+function checkTarget(rows: Row[], target: string, task: Task): void {
+  const missing = rows.filter((row) => {
+    const value = row[target];
+    return (
+      value === null ||
+      value === undefined ||
+      value === '' ||
+      (typeof value === 'number' && Number.isNaN(value))
+    );
+  }).length;
+  if (missing > 0) {
+    throw new ValidationError(
+      `target ${target} is missing (null or NaN) in ${missing} of ${rows.length} training rows: label them or drop them`,
     );
   }
-  const prediction =
-    task === 'regression'
-      ? profileColumn(Array.from(output.values ?? []), 'numeric')
-      : profileColumn(
-          Array.from(output.labels ?? [], (label) => classes[label]),
-          'categorical',
-        );
-  return { features, prediction };
+  if (task === 'regression') {
+    const first = Number(rows[0]?.[target]);
+    if (rows.every((row) => Number(row[target]) === first)) {
+      throw new ValidationError(
+        `target ${target} has a single value (${first}) in all ${rows.length} training rows: nothing to learn`,
+      );
+    }
+  }
+}
+
+function describeConstant(row: Row | undefined, columns: string[]): string {
+  return columns
+    .slice(0, 5)
+    .map(
+      (name) =>
+        `${name}=${JSON.stringify(row?.[name] ?? null, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`,
+    )
+    .join(', ');
 }
 
 /**
@@ -121,42 +140,34 @@ function baselineProfile(
 export async function runTrainingContract(root: string): Promise<TrainingSummary> {
   const startedAt = new Date().toISOString();
   try {
-    const hyperparameters = JSON.parse(
-      await readFile(join(root, 'input', 'config', 'hyperparameters.json'), 'utf8'),
-    ) as Record<string, string>;
-    const target = hyperparameters.target;
-    if (!target) throw new ValidationError('hyperparameter "target" is required');
-    const algorithm = (hyperparameters.algorithm ?? 'gbdt') as Algorithm;
-    if (!ALGORITHMS.includes(algorithm)) {
-      throw new ValidationError(
-        `unknown algorithm ${JSON.stringify(algorithm)}; expected ${ALGORITHMS.join(' or ')}`,
-      );
-    }
-    const seed = Number(hyperparameters.seed ?? '0');
-    if (!Number.isInteger(seed))
-      throw new ValidationError(`seed must be an integer, got ${hyperparameters.seed}`);
-    const task = hyperparameters.task as Task | undefined;
-    const params = Object.fromEntries(
-      Object.entries(hyperparameters).filter(([key]) => !KILN_KEYS.includes(key)),
+    const hyperparameters = await readJson<Record<string, unknown>>(
+      join(root, 'input', 'config', 'hyperparameters.json'),
+      'hyperparameters',
     );
-
+    const { settings, params } = parseTrainingHyperparameters(hyperparameters);
     const trainDir = join(root, 'input', 'data', 'train');
     const testDir = join(root, 'input', 'data', 'test');
-    const manifest = JSON.parse(await readFile(join(trainDir, 'manifest.json'), 'utf8')) as {
-      schema: { columns: ColumnContract[] };
-    };
+    const manifest = await readJson<{ schema?: { columns?: ColumnContract[] } }>(
+      join(trainDir, 'manifest.json'),
+      'the train channel manifest',
+    );
+    const columns = manifest.schema?.columns;
+    if (!Array.isArray(columns) || columns.length === 0) {
+      throw new ValidationError('the train channel manifest.json has no schema.columns');
+    }
     const trainRows = await readTableFile(join(trainDir, 'train.parquet'));
     const testRows = await readTableFile(join(testDir, await singleDataFile(testDir)));
     const result = trainOnRows({
       trainRows,
       testRows,
-      columns: manifest.schema.columns,
-      target,
-      algorithm,
+      columns,
+      target: settings.target,
+      algorithm: settings.algorithm,
       params,
-      seed,
-      task,
-      transformSpec: hyperparameters.transform_spec ? JSON.parse(hyperparameters.transform_spec) : undefined,
+      seed: settings.seed,
+      task: settings.task,
+      transformSpec: settings.transformSpec,
+      constantFeatures: settings.constantFeatures,
     });
 
     const modelDir = join(root, 'model');
@@ -164,22 +175,23 @@ export async function runTrainingContract(root: string): Promise<TrainingSummary
     const summary: TrainingSummary = {
       task: result.task,
       classes: result.classes,
-      target,
+      target: settings.target,
       inputs: result.fitted.inputs,
-      algorithm,
+      algorithm: settings.algorithm,
       hyperparameters: result.model.hyperparameters,
-      seed,
+      seed: settings.seed,
       metrics: result.metrics,
       trainRows: trainRows.length,
       testRows: testRows.length,
-      model: hyperparameters.kiln_model,
-      dataset: hyperparameters.kiln_dataset,
-      datasetVersion: hyperparameters.kiln_dataset_version,
+      model: settings.model,
+      dataset: settings.dataset,
+      datasetVersion: settings.datasetVersion,
       transformHash: result.fitted.hash,
       codeVersion: codeVersion(),
       startedAt,
       endedAt: new Date().toISOString(),
       summary: result.model.summary,
+      droppedConstantColumns: result.droppedConstantColumns,
     };
     await writeFile(join(modelDir, 'model.onnx'), result.model.toOnnx());
     await writeFile(join(modelDir, 'transform.json'), `${JSON.stringify(result.fitted, null, 2)}\n`);
@@ -189,14 +201,35 @@ export async function runTrainingContract(root: string): Promise<TrainingSummary
     return summary;
   } catch (error) {
     await mkdir(join(root, 'output'), { recursive: true });
+    // SageMaker shows the first 1024 characters as FailureReason: the message goes first, on one line.
     await writeFile(join(root, 'output', 'failure'), `${describeError(error)}\n`);
     throw error;
   }
 }
 
+async function readJson<T>(path: string, what: string): Promise<T> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (cause) {
+    throw new ValidationError(`${what}: cannot read ${path}`, { cause });
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (cause) {
+    throw new ValidationError(`${what}: ${path} is not JSON (${describeError(cause)})`, { cause });
+  }
+}
+
 /** The held-out channel holds one data file (test.parquet from ETL, or a user's own test file). */
 async function singleDataFile(dir: string): Promise<string> {
-  const files = (await readdir(dir)).filter((name) => !name.endsWith('.json'));
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (cause) {
+    throw new ValidationError(`the test channel is missing: no folder ${dir}`, { cause });
+  }
+  const files = names.filter((name) => !name.endsWith('.json'));
   if (files.includes('test.parquet')) return 'test.parquet';
   const [only, ...rest] = files;
   if (!only || rest.length > 0)

@@ -10,6 +10,7 @@ import {
   definitionOf,
   flatten,
   logicalIdOf,
+  property,
   stateNamed,
   synthesize,
 } from './support.ts';
@@ -75,6 +76,7 @@ describe('ETL state machine', () => {
         'dataset.$': '$.plan.dataset',
         'runId.$': '$.plan.runId',
         'shard.$': '$$.Map.Item.Value',
+        'options.$': '$.plan.options',
       },
       MaxConcurrency: 40,
       ResultPath: '$.shardResults',
@@ -144,6 +146,8 @@ describe('ETL state machine', () => {
               { key: 'raw/churn/i-1/part-0.csv', format: 'csv' },
               { key: 'raw/churn/i-1/part-1.csv', format: 'csv' },
             ],
+            rejected: [],
+            options: { seed: 42, testFraction: 0.2 },
           };
         },
         ProcessShard: async (input) => {
@@ -164,6 +168,8 @@ describe('ETL state machine', () => {
           { dataset: 'churn', runId: 'run-1', key: 'raw/churn/i-1/part-0.csv', rows: 10 },
           { dataset: 'churn', runId: 'run-1', key: 'raw/churn/i-1/part-1.csv', rows: 10 },
         ],
+        rejected: [],
+        options: { seed: 42, testFraction: 0.2 },
       },
     ]);
     expect(output).toMatchObject({
@@ -183,6 +189,8 @@ describe('ETL state machine', () => {
           dataset: 'churn',
           runId: 'run-2',
           shards: [{ key: 'raw/churn/i-2/part-0.csv', format: 'csv' }],
+          rejected: [],
+          options: { seed: 42, testFraction: 0.2 },
         }),
         ProcessShard: async () => {
           const error = new Error('column age: expected integer, got "abc"');
@@ -252,13 +260,16 @@ describe('Training state machine', () => {
     expect(train.ResultSelector).toEqual({
       'modelArtifacts.$': '$.ModelArtifacts.S3ModelArtifacts',
       'trainingJobName.$': '$.TrainingJobName',
+      'startedAt.$': '$.TrainingStartTime',
+      'endedAt.$': '$.TrainingEndTime',
     });
     const keyArn = `<${logicalIdOf(stack, stack.lake.key)}.Arn>`;
     expect(train.Parameters).toMatchObject({
       'TrainingJobName.$': '$.job.trainingJobName',
       'HyperParameters.$': '$.job.hyperparameters',
       RoleArn: `<${logicalIdOf(stack, stack.training.trainingRole)}.Arn>`,
-      AlgorithmSpecification: { TrainingInputMode: 'File' },
+      // Prepare picks the image (the built-in one unless the request brings its own) and the instance type.
+      AlgorithmSpecification: { TrainingInputMode: 'File', 'TrainingImage.$': '$.job.trainingImage' },
       InputDataConfig: [
         {
           ChannelName: 'train',
@@ -270,14 +281,15 @@ describe('Training state machine', () => {
         },
       ],
       OutputDataConfig: { 'S3OutputPath.$': '$.job.outputUri', KmsKeyId: keyArn },
-      ResourceConfig: { InstanceCount: 1, InstanceType: 'ml.m5.xlarge', VolumeKmsKeyId: keyArn },
+      ResourceConfig: { InstanceCount: 1, 'InstanceType.$': '$.job.instanceType', VolumeKmsKeyId: keyArn },
       StoppingCondition: { MaxRuntimeInSeconds: 4 * 3600 },
       EnableNetworkIsolation: true,
     });
-    // The training image is the asset built from containers/training/Dockerfile.
-    const image = (train.Parameters?.AlgorithmSpecification as { TrainingImage?: string } | undefined)
-      ?.TrainingImage;
-    expect(image).toMatch(/\.dkr\.ecr\..*container-assets.*:[0-9a-f]{64}$/);
+    // The default image, handed to Prepare, is the asset built from containers/training/Dockerfile.
+    const prepare = json.Resources[logicalIdOf(stack, stack.training.prepareFunction.function)];
+    const variables = property<{ Variables: Record<string, unknown> }>(prepare, 'Environment').Variables;
+    expect(flatten(variables.KILN_TRAINING_IMAGE)).toMatch(/\.dkr\.ecr\..*container-assets.*:[0-9a-f]{64}$/);
+    expect(variables.KILN_TRAINING_INSTANCE_TYPE).toBe('ml.m5.xlarge');
   });
 
   it('catches every step into RecordTrainingFailure and retries the Lambda steps', () => {
@@ -310,15 +322,21 @@ describe('Training state machine', () => {
           channels: { train: 's3://lake/curated/churn/v1/train/', test: 's3://lake/curated/churn/v1/test/' },
           outputUri: 's3://lake/models-staging/churn/',
           hyperparameters: { rounds: '50' },
+          trainingImage: 'kiln/training:builtin',
+          instanceType: 'ml.m5.xlarge',
         }),
         Train: async (request) => {
           expect(request).toMatchObject({
             TrainingJobName: 'kiln-churn-1',
             HyperParameters: { rounds: '50' },
             OutputDataConfig: { S3OutputPath: 's3://lake/models-staging/churn/' },
+            AlgorithmSpecification: { TrainingImage: 'kiln/training:builtin' },
+            ResourceConfig: { InstanceType: 'ml.m5.xlarge' },
           });
           return {
             TrainingJobName: 'kiln-churn-1',
+            TrainingStartTime: '2024-01-01T00:00:00.000Z',
+            TrainingEndTime: '2024-01-01T00:01:00.000Z',
             ModelArtifacts: {
               S3ModelArtifacts: 's3://lake/models-staging/churn/kiln-churn-1/output/model.tar.gz',
             },
