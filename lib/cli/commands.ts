@@ -325,7 +325,7 @@ export async function predict(options: GlobalOptions & { model: string; input: s
   await assertReadable(options.input);
   const platform = await openPlatform(options, new Reporter(true));
   const record = await platform.registry.resolve(options.model);
-  const rows = await readTableFile(options.input);
+  const rows = await readTableFile(options.input, { textColumns: true });
   if (rows.length === 0) throw new ValidationError(`${options.input} has no rows`);
   const predictions = await predictRows(platform.registry, record, rows);
   const lines = predictions.map((prediction) => JSON.stringify(prediction));
