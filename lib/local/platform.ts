@@ -9,6 +9,7 @@ import { synthesizePlatformTemplate } from '../stacks/synth.ts';
 import { openStore } from '../store/from-env.ts';
 import type { FileSystemStore } from '../store/fs-store.ts';
 import { assertName } from '../store/layout.ts';
+import { localStartExecutionSync, STATES_START_EXECUTION_SYNC } from '../updates/local-sfn.ts';
 import { LocalEventBus } from './event-bus.ts';
 import { type KilnHome, openHome } from './home.ts';
 import { LocalPipelines, type StateProgress } from './pipeline-runner.ts';
@@ -77,6 +78,8 @@ export class LocalPlatform {
             command: (image) => this.trainingImages.command(image),
             log: this.options.log,
           }),
+          // The retraining state machine starts the ETL and training machines as child executions.
+          [STATES_START_EXECUTION_SYNC]: localStartExecutionSync(template, () => this.pipelines()),
         },
       });
     });

@@ -199,6 +199,19 @@ export class ModelHost {
     return this.reload(model);
   }
 
+  /**
+   * Loads a version next to the serving one without serving it (a canary or shadow challenger, see
+   * lib/serving/canary.ts); the caller retires it when done.
+   */
+  async loadDetached(name: string, version: string): Promise<Deployment> {
+    if (!this.wanted.includes(name)) {
+      throw new NotFoundError(
+        `unknown model ${JSON.stringify(name)}; serving: ${this.wanted.join(', ') || 'none'}`,
+      );
+    }
+    return this.open(await this.options.source.load(name, version));
+  }
+
   /** Poll the source once for every model and reload those whose current version moved. */
   async poll(): Promise<void> {
     await Promise.all(

@@ -8,6 +8,7 @@ import type { ProviderChoice } from '../ml/onnx-model.ts';
 import type { ModelOutput } from '../ml/types.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import type { BatcherOptions } from './batcher.ts';
+import type { TrafficRouter } from './canary.ts';
 import { type CaptureSink, describeCaptureError, objectStoreCaptureSink, RequestCapture } from './capture.ts';
 import {
   httpStatusOf,
@@ -114,11 +115,15 @@ export interface InferenceServer {
   reload(name: string, version?: string): Promise<ReloadResult>;
   /** Handler for the bus's AliasMoved event. */
   onAliasMoved(event: AliasMovedEvent): Promise<ReloadResult | undefined>;
+  /** Attach (or with undefined, detach) a canary or shadow router to one model (lib/serving/canary.ts). */
+  setRouter(model: string, router: TrafficRouter | undefined): void;
   /** Stop accepting, finish in-flight requests, flush capture, release models. */
   close(): Promise<void>;
 }
 
 const JSON_TYPE = 'application/json';
+/** Routes whose requests a canary or shadow router sees. */
+const PREDICTION_ROUTES = new Set(['/invocations', '/v2/models/:name/infer']);
 const REQUEST_ID_HEADER = 'x-kiln-request-id';
 
 interface Ctx {
@@ -170,6 +175,8 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
   let inFlight = 0;
   let closing = false;
   let lastActivity = 0;
+  // Canary / shadow routers by model; the hot path pays one Map lookup when none is attached.
+  const routers = new Map<string, TrafficRouter>();
 
   const server = http.createServer({
     headersTimeout: limits.headersTimeoutMs,
@@ -210,6 +217,9 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       seconds,
     );
     if (status >= 400) metrics.errors.inc({ route: ctx.route, status: String(status) });
+    if (ctx.version !== '' && routers.size > 0 && PREDICTION_ROUTES.has(ctx.route)) {
+      routers.get(ctx.model)?.observe({ version: ctx.version, status });
+    }
   }
 
   function sendJson(ctx: Ctx, status: number, value: unknown, extra?: http.OutgoingHttpHeaders): void {
@@ -324,6 +334,28 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     return output;
   }
 
+  /** A client that names a version gets that version; the rest may be routed to a challenger. */
+  function routed(deployment: Deployment, pinned: string | undefined): Deployment {
+    if (pinned !== undefined || routers.size === 0) return deployment;
+    return routers.get(deployment.name)?.route(deployment) ?? deployment;
+  }
+
+  function scoredBy(
+    ctx: Ctx,
+    deployment: Deployment,
+    rows: Record<string, unknown>[],
+    output: ModelOutput,
+    time: number,
+    seconds: number,
+  ): void {
+    if (routers.size === 0) return;
+    try {
+      routers.get(deployment.name)?.scored({ deployment, rows, output, requestId: ctx.id, time, seconds });
+    } catch (error) {
+      logger.warn('traffic router failed', { model: deployment.name, error: describeError(error) });
+    }
+  }
+
   function record(
     ctx: Ctx,
     deployment: Deployment,
@@ -358,7 +390,8 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     const target = normaliseTarget(
       typeof targetHeader === 'string' ? targetHeader : (query?.get('model') ?? undefined),
     );
-    const deployment = pick(target, query?.get('version') ?? undefined);
+    const pinned = query?.get('version') ?? undefined;
+    const deployment = routed(pick(target, pinned), pinned);
     ctx.model = deployment.name;
     ctx.version = deployment.version;
     deployment.acquire();
@@ -372,10 +405,12 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       );
       const rows = toRows(deployment, raw);
       const output = await score(ctx, deployment, rows);
+      const seconds = (performance.now() - ctx.start) / 1000;
       const classes = deployment.model.classes;
       if (format === 'csv') finish(ctx, 200, predictionsCsv(output, classes), 'text/csv; charset=utf-8');
       else finish(ctx, 200, predictionsJson(predictionsOf(output, classes)), JSON_TYPE);
       record(ctx, deployment, rows, output, time);
+      scoredBy(ctx, deployment, rows, output, time, seconds);
     } finally {
       deployment.release();
     }
@@ -391,7 +426,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       );
     }
     const body = await readBody(ctx);
-    const deployment = pick(name, version);
+    const deployment = routed(pick(name, version), version);
     ctx.model = deployment.name;
     ctx.version = deployment.version;
     deployment.acquire();
@@ -412,6 +447,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       );
       const rows = toRows(deployment, request.rows);
       const output = await score(ctx, deployment, rows);
+      const seconds = (performance.now() - ctx.start) / 1000;
       sendJson(ctx, 200, {
         model_name: deployment.name,
         model_version: deployment.version,
@@ -419,6 +455,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
         outputs: inferOutputs(output, deployment.model.classes, request.outputs),
       });
       record(ctx, deployment, rows, output, time);
+      scoredBy(ctx, deployment, rows, output, time, seconds);
     } finally {
       deployment.release();
     }
@@ -631,6 +668,10 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     },
     reload: (name, version) => host.reload(name, version),
     onAliasMoved: (event) => host.onAliasMoved(event),
+    setRouter(model: string, router: TrafficRouter | undefined): void {
+      if (router === undefined) routers.delete(model);
+      else routers.set(model, router);
+    },
     async close(): Promise<void> {
       if (closing) return;
       closing = true;

@@ -10,6 +10,8 @@ import { InferenceApi } from '../constructs/inference-api.ts';
 import { InferenceEndpoint } from '../constructs/inference-endpoint.ts';
 import { KilnContainerFunction, type KilnHandler, KilnNodeFunction } from '../constructs/kiln-function.ts';
 import { LogEncryptionKey } from '../constructs/log-key.ts';
+import { ModelUpdates } from '../constructs/model-updates.ts';
+import { Monitoring } from '../constructs/monitoring.ts';
 import { acknowledgeGrantActions, acknowledgePrefixGrants, BUCKET_GRANT_ACTIONS } from '../constructs/nag.ts';
 import { ModelRegistryApi } from '../constructs/registry-api.ts';
 import { type ApiAuthMode, ApiGatewayAccount } from '../constructs/rest-api.ts';
@@ -85,6 +87,10 @@ export class KilnPlatformStack extends Stack {
   public readonly lambdaModelHost?: KilnHandler;
   /** Effective serving mode. */
   public readonly servingMode: ServingMode;
+  /** Event-triggered retraining and safe model updates (docs/model-updates.md). */
+  public readonly updates: ModelUpdates;
+  /** Drift and quality monitoring: scheduled monitor, labels ingest, dashboard and rollback alarms. */
+  public readonly monitoring: Monitoring;
 
   constructor(scope: Construct, id: string, props: KilnPlatformStackProps = {}) {
     super(scope, id, {
@@ -214,10 +220,29 @@ export class KilnPlatformStack extends Stack {
       accountDependency: account?.account,
     });
 
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      lakeBucket,
+      bus,
+      endpoint: this.inferenceEndpoint,
+      modelHost: this.lambdaModelHost?.function,
+      logRetention,
+    });
+    this.updates = new ModelUpdates(this, 'Updates', {
+      lakeBucket,
+      bus,
+      etlStateMachine: this.etl.stateMachine,
+      trainingStateMachine: this.training.stateMachine,
+      endpoint: this.inferenceEndpoint,
+      rollbackAlarms: this.monitoring.rollbackAlarms,
+      logEncryptionKey: this.logKey,
+      logRetention,
+    });
+
     new CfnOutput(this, 'LakeBucketName', { value: lakeBucket.bucketName });
     new CfnOutput(this, 'EventBusName', { value: bus.eventBusName });
     new CfnOutput(this, 'EtlStateMachineArn', { value: this.etl.stateMachine.stateMachineArn });
     new CfnOutput(this, 'TrainingStateMachineArn', { value: this.training.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'RetrainingStateMachineArn', { value: this.updates.stateMachine.stateMachineArn });
     new CfnOutput(this, 'RegistryApiUrl', { value: this.registryApi.restApi.api.url });
     new CfnOutput(this, 'InferenceApiUrl', { value: this.inferenceApi.restApi.api.url });
     if (this.inferenceEndpoint) {

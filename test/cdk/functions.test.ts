@@ -42,7 +42,7 @@ const canRead = (roleId: string, key: string) =>
   );
 
 describe('Lambda handlers', () => {
-  it('are the nine Kiln handlers, each naming its module in KILN_HANDLER', () => {
+  it('are the fifteen Kiln handlers, each naming its module in KILN_HANDLER', () => {
     const handlers = functions.map(([, resource]) => variables(resource).KILN_HANDLER).sort();
     expect(handlers).toEqual(
       [
@@ -50,11 +50,17 @@ describe('Lambda handlers', () => {
         'functions/etl/plan.handler',
         'functions/etl/shard.handler',
         'functions/inference/proxy.handler',
+        'functions/monitoring/labels.handler',
+        'functions/monitoring/monitor.handler',
         'functions/pipeline/failure.handler',
         'functions/registry/api.handler',
         'functions/training/evaluate.handler',
         'functions/training/prepare.handler',
         'functions/training/register.handler',
+        'functions/updates/deploy.handler',
+        'functions/updates/plan.handler',
+        'functions/updates/record.handler',
+        'functions/updates/trigger.handler',
       ].sort(),
     );
   });
@@ -93,7 +99,15 @@ describe('Lambda handlers', () => {
       }
     }
     // Everything else reaches DuckDB or ONNX Runtime through lib/ (see the bundling test below).
-    expect(zips.sort()).toEqual(['functions/inference/proxy.handler', 'functions/registry/api.handler']);
+    expect(zips.sort()).toEqual([
+      'functions/inference/proxy.handler',
+      'functions/monitoring/monitor.handler',
+      'functions/registry/api.handler',
+      'functions/updates/deploy.handler',
+      'functions/updates/plan.handler',
+      'functions/updates/record.handler',
+      'functions/updates/trigger.handler',
+    ]);
   });
 
   it('zip handlers bundle without native modules (esbuild, as NodejsFunction runs it)', async () => {
