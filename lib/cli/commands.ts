@@ -2,15 +2,17 @@ import { readFileSync } from 'node:fs';
 import { access, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { basename, extname, join } from 'node:path';
-import { NotFoundError, ValidationError } from '../core/errors.ts';
+import { describeError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { readCuratedRows, readTableFile } from '../etl/tables.ts';
 import { LocalPlatform, REPO_ROOT } from '../local/platform.ts';
+import { runMonitorJob } from '../monitoring/job.ts';
 import { predictRows } from '../registry/batch-predict.ts';
 import { createRegistryHttpServer } from '../registry/http-server.ts';
 import { ensureLocalToken, localTokenPath } from '../registry/local-token.ts';
 import { RegistryModelSource } from '../registry/model-source.ts';
 import { jsonLogger, type ServingLogger } from '../serving/model-host.ts';
 import { createInferenceServer } from '../serving/server.ts';
+import { startLocalAutomation } from '../updates/local.ts';
 import { Reporter } from './reporter.ts';
 
 interface GlobalOptions {
@@ -270,7 +272,13 @@ async function assertPortFree(port: number, host = '127.0.0.1'): Promise<void> {
  * Starts the local endpoints: the inference server (every model's champion, reloaded when an alias moves)
  * and the registry API with the home's bearer token, both on 127.0.0.1 only unless `host` says otherwise.
  */
-async function startServer(platform: LocalPlatform, port: number, host: string, registryPort: number) {
+async function startServer(
+  platform: LocalPlatform,
+  port: number,
+  host: string,
+  registryPort: number,
+  monitorEveryMinutes = DEFAULT_MONITOR_MINUTES,
+) {
   await assertPortFree(port, host);
   await assertPortFree(registryPort, host);
   const inference = createInferenceServer({
@@ -288,25 +296,52 @@ async function startServer(platform: LocalPlatform, port: number, host: string, 
     token: await ensureLocalToken(platform.home.dir),
   });
   const registryAddress = await registryServer.listen(registryPort, host);
+  // The local stand-ins for the AWS automation: EventBridge rules (retraining, canary rollouts) and the
+  // scheduled monitor Lambda, both driven by the same modules the cloud handlers use.
+  const automation = startLocalAutomation(platform, {
+    server: inference,
+    log: (line) => process.stderr.write(`  ${line}\n`),
+  });
+  const monitorTimer = setInterval(() => {
+    runMonitorJob(platform.store, {}, { events: platform.bus })
+      .then((result) => {
+        for (const entry of result.entries) process.stderr.write(`  monitor ${JSON.stringify(entry)}\n`);
+      })
+      .catch((error: unknown) => process.stderr.write(`  monitor failed: ${describeError(error)}\n`));
+  }, monitorEveryMinutes * 60_000);
+  monitorTimer.unref();
   return {
     url: `http://${host}:${address.port}`,
     registryUrl: `http://${host}:${registryAddress.port}`,
     tokenFile: localTokenPath(platform.home.dir),
     close: async () => {
+      clearInterval(monitorTimer);
       unsubscribe();
+      await automation.stop();
       await Promise.all([inference.close(), registryServer.close()]);
     },
   };
 }
 
+/** How often the local server runs the drift and quality monitor over captured traffic (minutes). */
+const DEFAULT_MONITOR_MINUTES = 15;
+
 /** `kiln serve`: serve until Ctrl-C. */
-export async function serve(options: GlobalOptions & { port: number; host: string; registryPort?: number }) {
+export async function serve(
+  options: GlobalOptions & { port: number; host: string; registryPort?: number; monitorEvery?: number },
+) {
   const reporter = new Reporter(false);
   const platform = await openPlatform(options, reporter);
   const models = await platform.registry.listModels();
   if (models.length === 0)
     throw new NotFoundError('no models registered yet: run `kiln up` or `kiln train` first');
-  const endpoints = await startServer(platform, options.port, options.host, registryPortFor(options));
+  const endpoints = await startServer(
+    platform,
+    options.port,
+    options.host,
+    registryPortFor(options),
+    options.monitorEvery,
+  );
   process.stderr.write(
     `serving ${models.join(', ')} on ${endpoints.url}; registry API on ${endpoints.registryUrl} ` +
       `(bearer token in ${endpoints.tokenFile})  — Ctrl-C to stop\n`,

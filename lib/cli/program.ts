@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { describeError, KilnError, ValidationError } from '../core/errors.ts';
 import { PipelineFailedError } from '../local/pipeline-runner.ts';
 import * as commands from './commands.ts';
+import { addDemoCommands } from './demo-commands.ts';
 import { addMonitorCommands } from './monitor-commands.ts';
 import { addRegistryCommands, openLocalRegistry } from './registry-commands.ts';
 import { addSchemaCommands } from './schema-commands.ts';
@@ -102,6 +103,12 @@ export function buildProgram(): Command {
     .addOption(portOption())
     .addOption(registryPortOption())
     .option('--host <address>', 'address to bind', '127.0.0.1')
+    .option(
+      '--monitor-every <minutes>',
+      'run the drift/quality monitor over captured traffic this often',
+      parsePositive,
+      15,
+    )
     .action(async (options, command: Command) =>
       commands.serve({ ...command.optsWithGlobals(), ...options }),
     );
@@ -117,6 +124,7 @@ export function buildProgram(): Command {
     );
 
   addMonitorCommands(program);
+  addDemoCommands(program);
   return program;
 }
 
@@ -161,6 +169,13 @@ function parsePort(value: string): number {
     throw new InvalidArgumentError(`expected a port from 0 to 65535, got ${JSON.stringify(value)}`);
   }
   return port;
+}
+
+function parsePositive(value: string): number {
+  const number = Number(value);
+  if (!(number > 0))
+    throw new InvalidArgumentError(`expected a positive number, got ${JSON.stringify(value)}`);
+  return number;
 }
 
 function parseInteger(value: string): number {
