@@ -1,9 +1,17 @@
 /**
- * ETL throughput against DuckDB's own CSV → Parquet copy, on diamonds.csv replicated to N rows.
+ * `kiln etl` against DuckDB's own CSV → Parquet copy, on diamonds.csv replicated to N rows.
  *
- *   npx tsx bench/etl-vs-duckdb.ts [--rows 5000000,1000000] [--keep]
+ *   npx tsx bench/etl-vs-duckdb.ts [--rows 1000000,5000000] [--repeat 5] [--big 2] [--keep]
  *
- * Each measurement runs in its own child process so that its peak RSS (getrusage maxrss) is its own.
+ * Kiln's side is the real `kiln etl` path: a LocalPlatform (the lake in a folder) executing the synthesized
+ * ETL state machine — Plan (contract inference on first data), ProcessShards (Distributed Map of
+ * ProcessShard: validate, quarantine, split, write Parquet), Finalize (commit the version, profile). DuckDB's
+ * side is `COPY (SELECT * FROM read_csv(...)) TO ... (FORMAT parquet)` on the same file. Each measurement runs
+ * in its own child process, so that its peak RSS (getrusage maxrss) and CPU time are its own; the two sides
+ * alternate within each repetition (the machine may be shared: medians are reported, and the ratio of the
+ * medians). `kiln ingest` runs in a child of its own before each `kiln etl` (ingest is a separate command);
+ * its time is noted. `--big GB` adds one run of each side on a CSV of at least that many gigabytes.
+ *
  * Prints a markdown table. Uses ../shared/datasets/diamonds.csv when present, else generates rows.
  */
 import { execFileSync } from 'node:child_process';
@@ -13,57 +21,95 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lit, withDuckDB } from '../lib/etl/duck.ts';
-import { ingestFiles } from '../lib/etl/ingest.ts';
-import { runEtl } from '../lib/etl/run.ts';
-import { FileSystemStore } from '../lib/store/fs-store.ts';
+import type { FinalizeResult } from '../lib/etl/finalize.ts';
+import type { EtlPlan } from '../lib/etl/plan.ts';
+import { LocalPlatform } from '../lib/local/platform.ts';
 
 const DIAMONDS = fileURLToPath(new URL('../../shared/datasets/diamonds.csv', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
 interface Measurement {
   seconds: number;
+  cpuSeconds: number;
   rows: number;
   peakRssMb: number;
-  detail?: string;
+  /** kiln etl only: seconds per state, the CLI's fixed start-up (synthesizing the template), shards. */
+  states?: Record<string, number>;
+  startupSeconds?: number;
+  shards?: number;
+  accepted?: number;
+  quarantined?: number;
+}
+
+function finish(
+  started: number,
+  cpuBefore: NodeJS.CpuUsage,
+  rows: number,
+  extra: Partial<Measurement> = {},
+): void {
+  const cpu = process.cpuUsage(cpuBefore);
+  const measurement: Measurement = {
+    seconds: (performance.now() - started) / 1000,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    rows,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    ...extra,
+  };
+  process.stdout.write(`${JSON.stringify(measurement)}\n`);
 }
 
 async function child(): Promise<void> {
   const [phase, input, work] = process.argv.slice(3);
-  if (!phase || !input || !work) throw new Error('usage: --child <duckdb|etl> <input.csv> <workdir>');
-  const started = performance.now();
-  let rows = 0;
+  if (!phase || !input || !work) throw new Error('usage: --child <duckdb|ingest|etl> <input.csv> <workdir>');
   if (phase === 'duckdb') {
+    const cpuBefore = process.cpuUsage();
+    const started = performance.now();
+    let rows = 0;
     await withDuckDB(async (duck) => {
       const out = await duck.all(
         `COPY (SELECT * FROM read_csv(${lit(input)})) TO ${lit(join(work, 'plain.parquet'))} (FORMAT parquet)`,
       );
       rows = Number(out[0]?.Count ?? 0);
     });
-  } else {
-    const store = new FileSystemStore(join(work, 'lake'));
-    const ingestStarted = performance.now();
-    await ingestFiles(store, 'bench', [input]);
-    const ingestSeconds = (performance.now() - ingestStarted) / 1000;
-    const etlStarted = performance.now();
-    const result = await runEtl(store, { dataset: 'bench' });
-    const etlSeconds = (performance.now() - etlStarted) / 1000;
-    const thousands = (n: number) => n.toLocaleString('en-US');
-    // `kiln etl` is what is compared (ingest is its own command); the note gives the ingest time.
-    const measurement: Measurement = {
-      seconds: etlSeconds,
-      rows: result.read,
-      peakRssMb: process.resourceUsage().maxRSS / 1024,
-      detail: `ingest took ${ingestSeconds.toFixed(1)} s more; accepted ${thousands(result.accepted)}, quarantined ${result.quarantined}, train ${thousands(result.trainRows)}, test ${thousands(result.testRows)}`,
-    };
-    process.stdout.write(`${JSON.stringify(measurement)}\n`);
+    finish(started, cpuBefore, rows);
     return;
   }
-  const measurement: Measurement = {
-    seconds: (performance.now() - started) / 1000,
-    rows,
-    peakRssMb: process.resourceUsage().maxRSS / 1024,
-  };
-  process.stdout.write(`${JSON.stringify(measurement)}\n`);
+  const home = join(work, 'home');
+  if (phase === 'ingest') {
+    const cpuBefore = process.cpuUsage();
+    const started = performance.now();
+    const platform = await LocalPlatform.open({ home });
+    await platform.ingest([input], 'bench');
+    finish(started, cpuBefore, 0);
+    return;
+  }
+  // `kiln etl --dataset bench`: open the platform, synthesize the template, load the handlers (tsx compiles
+  // them on first import: a per-process constant, like DuckDB's own load on the other side), then time the
+  // execution of the state machine.
+  const startupBegan = performance.now();
+  const entered = new Map<string, number>();
+  const states: Record<string, number> = {};
+  const platform = await LocalPlatform.open({
+    home,
+    onProgress: ({ state, phase: event }) => {
+      if (event === 'entered' && !entered.has(state)) entered.set(state, performance.now());
+      if (event === 'exited') states[state] = (performance.now() - (entered.get(state) ?? 0)) / 1000;
+    },
+  });
+  await platform.pipelines();
+  for (const handler of ['plan', 'shard', 'finalize']) await import(`../functions/etl/${handler}.ts`);
+  const startupSeconds = (performance.now() - startupBegan) / 1000;
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  const output = await platform.etl('bench');
+  const result = output.result as FinalizeResult;
+  finish(started, cpuBefore, result.read, {
+    states,
+    startupSeconds,
+    shards: (output.plan as EtlPlan).shards.length,
+    accepted: result.accepted,
+    quarantined: result.quarantined,
+  });
 }
 
 async function makeInput(rows: number, dir: string): Promise<string> {
@@ -84,7 +130,7 @@ async function makeInput(rows: number, dir: string): Promise<string> {
   return path;
 }
 
-function run(phase: 'duckdb' | 'etl', input: string, work: string): Measurement {
+function run(phase: 'duckdb' | 'ingest' | 'etl', input: string, work: string): Measurement {
   const out = execFileSync(process.execPath, ['--import', 'tsx', SELF, '--child', phase, input, work], {
     encoding: 'utf8',
     maxBuffer: 1 << 20,
@@ -94,36 +140,93 @@ function run(phase: 'duckdb' | 'etl', input: string, work: string): Measurement 
   return JSON.parse(last) as Measurement;
 }
 
+/** One pair of measurements: DuckDB's copy and `kiln ingest` + `kiln etl` on a fresh lake. */
+async function pair(input: string, dir: string, kilnFirst: boolean) {
+  const work = await mkdtemp(join(dir, 'work-'));
+  try {
+    let duck: Measurement | undefined;
+    if (!kilnFirst) duck = run('duckdb', input, work);
+    const ingest = run('ingest', input, work);
+    const etl = run('etl', input, work);
+    duck ??= run('duckdb', input, work);
+    return { duck, ingest, etl };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+function flag(name: string): string | undefined {
+  const at = process.argv.indexOf(name);
+  return at > 0 ? process.argv[at + 1] : undefined;
+}
+
 async function main(): Promise<void> {
-  const flag = process.argv.indexOf('--rows');
-  const sizes = (flag > 0 ? (process.argv[flag + 1] ?? '') : '5000000')
+  const sizes = (flag('--rows') ?? '1000000,5000000')
     .split(',')
-    .map((s) => Number(s))
+    .map(Number)
     .filter((n) => n > 0);
+  const repeat = Math.max(1, Number(flag('--repeat') ?? 5));
+  const bigGb = Number(flag('--big') ?? 0);
   const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-etl-'));
   const lines = [
-    '| rows | input MB | engine | seconds | rows/s | MB/s | peak RSS MB | ratio to DuckDB | notes |',
-    '|---:|---:|---|---:|---:|---:|---:|---:|---|',
+    '| rows | input MB | engine | runs | seconds (median) | rows/s | MB/s | CPU s | peak RSS MB | ratio to DuckDB | notes |',
+    '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
+  const thousands = (n: number) => Math.round(n).toLocaleString('en-US');
+  const row = (rows: number, mb: number, name: string, ms: Measurement[], ratio: string, notes: string) => {
+    const seconds = median(ms.map((m) => m.seconds));
+    return `| ${thousands(rows)} | ${mb.toFixed(0)} | ${name} | ${ms.length} | ${seconds.toFixed(2)} | ${thousands(rows / seconds)} | ${(mb / seconds).toFixed(1)} | ${median(ms.map((m) => m.cpuSeconds)).toFixed(1)} | ${median(ms.map((m) => m.peakRssMb)).toFixed(0)} | ${ratio} | ${notes} |`;
+  };
   try {
-    for (const rows of sizes) {
+    const plan: { rows: number; runs: number; big: boolean }[] = sizes.map((rows) => ({
+      rows,
+      runs: repeat,
+      big: false,
+    }));
+    // diamonds.csv replicated: about 48 bytes a row.
+    if (bigGb > 0) plan.push({ rows: Math.ceil((bigGb * 2 ** 30) / 47.6), runs: 1, big: true });
+    for (const { rows, runs, big } of plan) {
       const input = await makeInput(rows, dir);
       const mb = (await stat(input)).size / 2 ** 20;
-      const work = await mkdtemp(join(dir, 'work-'));
-      const duck = run('duckdb', input, work);
-      const etl = run('etl', input, work);
-      const row = (name: string, m: Measurement, ratio: string) =>
-        `| ${m.rows.toLocaleString('en-US')} | ${mb.toFixed(0)} | ${name} | ${m.seconds.toFixed(1)} | ${Math.round(m.rows / m.seconds).toLocaleString('en-US')} | ${(mb / m.seconds).toFixed(1)} | ${m.peakRssMb.toFixed(0)} | ${ratio} | ${m.detail ?? ''} |`;
-      lines.push(row('DuckDB COPY read_csv → Parquet', duck, '1.00'));
+      process.stderr.write(`${thousands(rows)} rows, ${mb.toFixed(0)} MB: ${runs} run(s)\n`);
+      const pairs = [];
+      for (let i = 0; i < runs; i++) {
+        const measured = await pair(input, dir, i % 2 === 1);
+        process.stderr.write(
+          `  run ${i + 1}: duckdb ${measured.duck.seconds.toFixed(2)} s, kiln etl ${measured.etl.seconds.toFixed(2)} s (ingest ${measured.ingest.seconds.toFixed(2)} s)\n`,
+        );
+        pairs.push(measured);
+      }
+      const duck = pairs.map((p) => p.duck);
+      const etl = pairs.map((p) => p.etl);
+      const ratio = median(duck.map((m) => m.seconds)) / median(etl.map((m) => m.seconds));
+      const paired = median(pairs.map((p) => p.duck.seconds / p.etl.seconds));
+      // `kiln etl` as a command also synthesizes the CDK template and loads its handlers: a constant per call.
+      const withStartup = median(
+        pairs.map((p) => p.duck.seconds / (p.etl.seconds + (p.etl.startupSeconds ?? 0))),
+      );
+      const state = (name: string) => median(etl.map((m) => m.states?.[name] ?? 0)).toFixed(2);
+      const first = etl[0];
+      lines.push(
+        row(rows, mb, 'DuckDB `COPY read_csv → Parquet`', duck, '1.00', big ? '2 GB-class input' : ''),
+      );
       lines.push(
         row(
-          'kiln ETL: plan + validate/quarantine/split + finalize/profile',
+          rows,
+          mb,
+          '`kiln etl` (state machine: plan, validate/quarantine/split, finalize/profile)',
           etl,
-          (duck.seconds / etl.seconds).toFixed(2),
+          `**${ratio.toFixed(2)}** (paired ${paired.toFixed(2)})`,
+          `${first?.shards ?? 1} shard(s); Plan ${state('Plan')} s, ProcessShards ${state('ProcessShards')} s, Finalize ${state('Finalize')} s; start-up ${median(etl.map((m) => m.startupSeconds ?? 0)).toFixed(2)} s (ratio with it ${withStartup.toFixed(2)}); accepted ${thousands(first?.accepted ?? 0)}, quarantined ${first?.quarantined ?? 0}; \`kiln ingest\` ${median(pairs.map((p) => p.ingest.seconds)).toFixed(1)} s, ${median(pairs.map((p) => p.ingest.peakRssMb)).toFixed(0)} MB`,
         ),
       );
-      await rm(work, { recursive: true, force: true });
-      await rm(input, { force: true });
+      if (!process.argv.includes('--keep')) await rm(input, { force: true });
     }
   } finally {
     if (!process.argv.includes('--keep')) await rm(dir, { recursive: true, force: true });

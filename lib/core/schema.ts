@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-/** Logical column types of the schema contract. DuckDB types map onto these (see lib/etl/sql.ts). */
+/** Logical column types of the schema contract. DuckDB types map onto these (see lib/etl/typing.ts). */
 export const ColumnTypeSchema = z.enum(['number', 'integer', 'string', 'boolean', 'timestamp']);
 export type ColumnType = z.infer<typeof ColumnTypeSchema>;
 

@@ -29,6 +29,18 @@ const PARQUET_MAGIC = Buffer.from('PAR1');
  * broken archive must be caught here, before any row is counted. Throws ValidationError naming `label`.
  */
 export async function inspectFile(path: string, label: string = path): Promise<FileFacts> {
+  const detected = await detectFile(path, label);
+  return { ...detected, sha256: detected.sha256 ?? (await sha256File(path)) };
+}
+
+/**
+ * `inspectFile` without the hash of uncompressed text, which the caller computes in its own pass over the
+ * bytes (see `scanText`); gzip is still inflated end to end (and hashed on the way) to catch truncation.
+ */
+export async function detectFile(
+  path: string,
+  label: string = path,
+): Promise<Omit<FileFacts, 'sha256'> & { sha256?: string }> {
   const bytes = (await stat(path)).size;
   if (bytes === 0) throw new ValidationError(`file ${label} is empty (0 bytes): nothing to ingest`);
   const head = await readRange(path, 0, Math.min(bytes, SNIFF_BYTES));
@@ -41,11 +53,11 @@ export async function inspectFile(path: string, label: string = path): Promise<F
         `file ${label} starts like Parquet but has no footer: it is truncated or corrupt`,
       );
     }
-    return { format: 'parquet', compression: 'none', bytes, sha256: await sha256File(path) };
+    return { format: 'parquet', compression: 'none', bytes };
   }
 
   const gzip = head[0] === 0x1f && head[1] === 0x8b;
-  let sha256: string;
+  let sha256: string | undefined;
   let sample: Buffer;
   if (gzip) {
     ({ sha256, sample } = await hashAndGunzip(path, label));
@@ -54,7 +66,6 @@ export async function inspectFile(path: string, label: string = path): Promise<F
       throw new ValidationError(`file ${label} is gzip-compressed Parquet: upload the .parquet file itself`);
     }
   } else {
-    sha256 = await sha256File(path);
     sample = head;
   }
   if (ext === '.parquet') {
@@ -64,7 +75,7 @@ export async function inspectFile(path: string, label: string = path): Promise<F
   if ((ext === '.jsonl' || ext === '.ndjson' || ext === '.json') && format !== 'jsonl') {
     throw new ValidationError(`file ${label} is named ${ext} but its first line is not a JSON object`);
   }
-  return { format, compression: gzip ? 'gzip' : 'none', bytes, sha256 };
+  return { format, compression: gzip ? 'gzip' : 'none', bytes, ...(sha256 ? { sha256 } : {}) };
 }
 
 /** Tells JSON Lines from CSV by the first non-blank line; refuses binary and UTF-16 content. */
@@ -102,7 +113,8 @@ function sniffText(sample: Buffer, label: string): RawFormat {
 /** SHA-256 (hex) of a file, streamed. */
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }))
+    hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 

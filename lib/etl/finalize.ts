@@ -6,13 +6,14 @@ import { DEFAULT_QUARANTINE_THRESHOLD, type SchemaContract } from '../core/schem
 import { assertName, lake } from '../store/layout.ts';
 import { type ObjectStore, readJsonIfExists, toJsonBody } from '../store/object-store.ts';
 import { sha256File } from './detect.ts';
-import { type Duck, ident, lit, numberOf, withDuckDB } from './duck.ts';
+import { type Duck, etlMemoryLimit, ident, lit, numberOf, withDuckDB } from './duck.ts';
 import type { DatasetManifest } from './manifest.ts';
+import { EtlOptionsSchema, etlOptions } from './options.ts';
 import { profileColumns } from './profile.ts';
 import { localPathOf } from './raw.ts';
 import { readSchemaIfExists, schemaHash } from './schema-store.ts';
 import { type ShardResult, ShardResultSchema } from './shard.ts';
-import { DEFAULT_SPLIT, SPLIT_HASH_ID, type SplitSpec, splitExpr } from './split.ts';
+import { SPLIT_HASH_ID, type SplitSpec, splitExpr } from './split.ts';
 
 /** Bumped whenever the curated output for the same input would change; part of every dataset version. */
 export const ETL_FORMAT_VERSION = 1;
@@ -24,15 +25,8 @@ export const FinalizeInputSchema = z.strictObject({
   shardResults: z.array(ShardResultSchema),
   /** Raw objects the plan refused (reported, not curated). */
   rejected: z.array(z.object({ key: z.string(), reason: z.string() })).optional(),
-  /** Overrides the contract's quarantine threshold for this run. */
-  quarantineThreshold: z.number().min(0).max(1).optional(),
-  seed: z
-    .number()
-    .int()
-    .min(0)
-    .max(2 ** 31 - 1)
-    .optional(),
-  testFraction: z.number().gt(0).lt(1).optional(),
+  /** The run's options (split, quarantine threshold override), as the plan passed them to every shard. */
+  options: EtlOptionsSchema.optional(),
 });
 export type FinalizeInput = z.infer<typeof FinalizeInputSchema>;
 
@@ -60,6 +54,7 @@ export async function finalizeEtl(store: ObjectStore, input: FinalizeInput): Pro
   const { dataset, runId } = input;
   assertName('dataset', dataset);
   const shards = input.shardResults;
+  const options = etlOptions(input.options);
   for (const shard of shards) {
     if (shard.read !== shard.accepted + shard.quarantined) {
       throw new IntegrityError(
@@ -67,6 +62,7 @@ export async function finalizeEtl(store: ObjectStore, input: FinalizeInput): Pro
       );
     }
   }
+  const objects = groupByObject(shards);
   const read = sum(shards.map((s) => s.read));
   const accepted = sum(shards.map((s) => s.accepted));
   const quarantined = sum(shards.map((s) => s.quarantined));
@@ -77,7 +73,8 @@ export async function finalizeEtl(store: ObjectStore, input: FinalizeInput): Pro
       `dataset ${dataset}: no schema contract could be inferred, its landings hold no readable rows (read ${read})`,
     );
   }
-  const threshold = input.quarantineThreshold ?? contract.quarantineThreshold ?? DEFAULT_QUARANTINE_THRESHOLD;
+  const threshold =
+    options.quarantineThreshold ?? contract.quarantineThreshold ?? DEFAULT_QUARANTINE_THRESHOLD;
   const share = read === 0 ? 0 : quarantined / read;
   const report = {
     kind: 'kiln.etl-run',
@@ -89,9 +86,9 @@ export async function finalizeEtl(store: ObjectStore, input: FinalizeInput): Pro
     quarantineShare: share,
     quarantineThreshold: threshold,
     reasons: mergeReasons(shards),
-    schemaDrift: shards
-      .filter((s) => s.schemaDrift.length > 0)
-      .map((s) => ({ key: s.key, drift: s.schemaDrift })),
+    schemaDrift: objects
+      .map((o) => ({ key: o.key, drift: [...new Set(o.parts.flatMap((s) => s.schemaDrift))] }))
+      .filter((o) => o.drift.length > 0),
     shards,
     rejected: input.rejected ?? [],
   };
@@ -112,13 +109,11 @@ export async function finalizeEtl(store: ObjectStore, input: FinalizeInput): Pro
   if (accepted === 0)
     await fail(new ValidationError(`dataset ${dataset}: no accepted rows to curate (read ${read})`));
 
-  const split = {
-    seed: input.seed ?? DEFAULT_SPLIT.seed,
-    testFraction: input.testFraction ?? DEFAULT_SPLIT.testFraction,
-  };
+  const split = { seed: options.seed, testFraction: options.testFraction };
   const hash = schemaHash(contract);
+  // One hash per object, however many byte ranges it was processed in: the shard size is not content.
   const version = datasetVersion(
-    shards.map((s) => s.sha256),
+    objects.map((o) => o.sha256),
     hash,
     split,
   );
@@ -136,6 +131,7 @@ export async function finalizeEtl(store: ObjectStore, input: FinalizeInput): Pro
       contract,
       schemaHash: hash,
       shards,
+      objects,
       split,
     });
     try {
@@ -189,6 +185,58 @@ export function datasetVersion(sourceSha256s: string[], schemaHashHex: string, s
   return createHash('sha256').update(material).digest('hex').slice(0, 16);
 }
 
+/** The shards of one raw object: the whole object, or every byte range of it in order. */
+interface ObjectShards {
+  key: string;
+  sha256: string;
+  format: ShardResult['format'];
+  parts: ShardResult[];
+}
+
+/**
+ * Groups shard results by raw object and proves that each object was processed completely: once whole, or
+ * as every one of its planned byte ranges, contiguous and each exactly once. A missing range would lose rows
+ * without any count noticing, so it fails the run (IntegrityError).
+ */
+function groupByObject(shards: ShardResult[]): ObjectShards[] {
+  const byKey = new Map<string, ObjectShards>();
+  for (const shard of shards) {
+    const found = byKey.get(shard.key);
+    if (found) {
+      if (found.sha256 !== shard.sha256)
+        throw new IntegrityError(`shards of ${shard.key} disagree on its sha256`);
+      found.parts.push(shard);
+    } else {
+      byKey.set(shard.key, { key: shard.key, sha256: shard.sha256, format: shard.format, parts: [shard] });
+    }
+  }
+  for (const object of byKey.values()) {
+    const { parts, key } = object;
+    if (parts.length === 1 && !parts[0]?.range) continue;
+    parts.sort((a, b) => (a.range?.part ?? -1) - (b.range?.part ?? -1));
+    const expected = parts[0]?.range?.parts;
+    parts.forEach((part, i) => {
+      const previous = parts[i - 1]?.range;
+      if (
+        !part.range ||
+        part.range.part !== i ||
+        part.range.parts !== expected ||
+        (previous && previous.end !== part.range.start)
+      ) {
+        throw new IntegrityError(
+          `raw object ${key} was not processed exactly once: got ${parts.length} shard result(s) for ${expected ?? 1} planned range(s)`,
+        );
+      }
+    });
+    if (parts.length !== expected) {
+      throw new IntegrityError(
+        `raw object ${key} was not processed exactly once: got ${parts.length} shard result(s) for ${expected} planned range(s)`,
+      );
+    }
+  }
+  return [...byKey.values()];
+}
+
 async function buildVersion(
   store: ObjectStore,
   args: {
@@ -198,73 +246,86 @@ async function buildVersion(
     contract: SchemaContract;
     schemaHash: string;
     shards: ShardResult[];
+    objects: ObjectShards[];
     split: SplitSpec;
   },
 ): Promise<DatasetManifest> {
   const { dataset, version, contract, shards, split } = args;
-  return withDuckDB(async (duck: Duck) => {
-    const columns = contract.columns.map((c) => ident(c.name)).join(', ');
-    const withRows = shards.filter((s) => s.accepted > 0 && s.stagedKey && s.stagedTestKey);
-    const sameSplit = withRows.every(
-      (s) => s.split.seed === split.seed && s.split.testFraction === split.testFraction,
-    );
-    const staged: Record<'train' | 'test', string[]> = { train: [], test: [] };
-    for (const shard of withRows) {
-      if (shard.stagedKey) staged.train.push(await localPathOf(store, shard.stagedKey, duck.dir));
-      if (shard.stagedTestKey) staged.test.push(await localPathOf(store, shard.stagedTestKey, duck.dir));
-    }
-    const files = {} as DatasetManifest['files'];
-    const locals: string[] = [];
-    for (const part of ['train', 'test'] as const) {
-      let local: string;
-      const only = staged[part][0];
-      if (sameSplit && staged[part].length === 1 && only) {
-        // One shard: its staged file already is this split, byte for byte.
-        local = only;
-      } else {
-        local = join(duck.dir, `${part}.parquet`);
-        const all = [...staged.train, ...staged.test].map(lit).join(', ');
-        const from = sameSplit
-          ? `SELECT ${columns} FROM read_parquet([${staged[part].map(lit).join(', ')}], union_by_name=true)`
-          : `SELECT ${columns} FROM read_parquet([${all}], union_by_name=true) WHERE ${splitExpr(contract, split)} = ${lit(part)}`;
-        await duck.run(`COPY (${from}) TO ${lit(local)} (FORMAT parquet)`);
+  return withDuckDB(
+    async (duck: Duck) => {
+      const columns = contract.columns.map((c) => ident(c.name)).join(', ');
+      const withRows = shards.filter((s) => s.accepted > 0 && s.stagedKey && s.stagedTestKey);
+      const sameSplit = withRows.every(
+        (s) => s.split.seed === split.seed && s.split.testFraction === split.testFraction,
+      );
+      const staged: Record<'train' | 'test', string[]> = { train: [], test: [] };
+      for (const shard of withRows) {
+        if (shard.stagedKey) staged.train.push(await localPathOf(store, shard.stagedKey, duck.dir));
+        if (shard.stagedTestKey) staged.test.push(await localPathOf(store, shard.stagedTestKey, duck.dir));
       }
-      const rows = numberOf(await duck.all(`SELECT count(*) AS n FROM read_parquet(${lit(local)})`), 'n');
-      const key = lake.curatedFile(dataset, version, `${part}.parquet`);
-      const info = await store.putFile(key, local);
-      files[part] = { key, sha256: await sha256File(local), bytes: info.size, rows };
-      locals.push(local);
-    }
-    const curated = `(SELECT ${columns} FROM read_parquet([${locals.map(lit).join(', ')}]))`;
-    const profile = await profileColumns(duck, curated, contract);
-    const read = sum(shards.map((s) => s.read));
-    const accepted = sum(shards.map((s) => s.accepted));
-    return {
-      kind: 'kiln.dataset',
-      etlFormatVersion: ETL_FORMAT_VERSION,
-      dataset,
-      version,
-      createdAt: now(),
-      runId: args.runId,
-      schema: contract,
-      schemaHash: args.schemaHash,
-      rows: { read, accepted, quarantined: read - accepted, train: files.train.rows, test: files.test.rows },
-      sources: shards.map((s) => ({
-        key: s.key,
-        sha256: s.sha256,
-        format: s.format,
-        read: s.read,
-        accepted: s.accepted,
-        quarantined: s.quarantined,
-      })),
-      split: { method: 'row-hash', ...split, trainRows: files.train.rows, testRows: files.test.rows },
-      files,
-      profile,
-      quarantine: shards.flatMap((s) =>
-        s.quarantineKey ? [{ key: s.quarantineKey, rows: s.quarantined }] : [],
-      ),
-    };
-  });
+      const files = {} as DatasetManifest['files'];
+      const locals: string[] = [];
+      for (const part of ['train', 'test'] as const) {
+        let local: string;
+        const only = staged[part][0];
+        if (sameSplit && staged[part].length === 1 && only) {
+          // One shard: its staged file already is this split, byte for byte.
+          local = only;
+        } else {
+          local = join(duck.dir, `${part}.parquet`);
+          const all = [...staged.train, ...staged.test].map(lit).join(', ');
+          const from = sameSplit
+            ? `SELECT ${columns} FROM read_parquet([${staged[part].map(lit).join(', ')}], union_by_name=true)`
+            : `SELECT ${columns} FROM read_parquet([${all}], union_by_name=true) WHERE ${splitExpr(contract, split)} = ${lit(part)}`;
+          await duck.run(`COPY (${from}) TO ${lit(local)} (FORMAT parquet)`);
+        }
+        const rows = numberOf(
+          await duck.all(`SELECT num_rows AS n FROM parquet_file_metadata(${lit(local)})`),
+          'n',
+        );
+        const key = lake.curatedFile(dataset, version, `${part}.parquet`);
+        const info = await store.putFile(key, local);
+        files[part] = { key, sha256: await sha256File(local), bytes: info.size, rows };
+        locals.push(local);
+      }
+      const profile = await profileColumns(duck, locals, contract);
+      const read = sum(shards.map((s) => s.read));
+      const accepted = sum(shards.map((s) => s.accepted));
+      return {
+        kind: 'kiln.dataset',
+        etlFormatVersion: ETL_FORMAT_VERSION,
+        dataset,
+        version,
+        createdAt: now(),
+        runId: args.runId,
+        schema: contract,
+        schemaHash: args.schemaHash,
+        rows: {
+          read,
+          accepted,
+          quarantined: read - accepted,
+          train: files.train.rows,
+          test: files.test.rows,
+        },
+        sources: args.objects.map((o) => ({
+          key: o.key,
+          sha256: o.sha256,
+          format: o.format,
+          read: sum(o.parts.map((s) => s.read)),
+          accepted: sum(o.parts.map((s) => s.accepted)),
+          quarantined: sum(o.parts.map((s) => s.quarantined)),
+          ...(o.parts.length > 1 ? { shards: o.parts.length } : {}),
+        })),
+        split: { method: 'row-hash', ...split, trainRows: files.train.rows, testRows: files.test.rows },
+        files,
+        profile,
+        quarantine: shards.flatMap((s) =>
+          s.quarantineKey ? [{ key: s.quarantineKey, rows: s.quarantined }] : [],
+        ),
+      };
+    },
+    { memoryLimit: etlMemoryLimit() },
+  );
 }
 
 function mergeReasons(shards: ShardResult[]): Record<string, number> {

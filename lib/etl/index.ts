@@ -11,10 +11,10 @@ export {
 } from './finalize.ts';
 export { type IngestResult, ingestFiles } from './ingest.ts';
 export { type DatasetManifest, readManifest } from './manifest.ts';
-export { type EtlPlan, ensureContract, planEtl } from './plan.ts';
+export { type EtlOptions, EtlOptionsSchema } from './options.ts';
+export { type EtlPlan, ensureContract, planEtl, type ShardItem } from './plan.ts';
 export type { ColumnProfile } from './profile.ts';
 export { parseRawKey, type RawObject, type RawRejection } from './raw.ts';
-export { type EtlRunResult, runEtl } from './run.ts';
 export {
   readSchema,
   readSchemaIfExists,

@@ -4,7 +4,7 @@ import { basename } from 'node:path';
 import { ValidationError } from '../core/errors.ts';
 import { assertName, lake } from '../store/layout.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { inspectRawFile, type RawObject, recordRawObject } from './raw.ts';
+import { type InspectedFile, inspectRawFile, type RawObject, recordRawObject } from './raw.ts';
 
 /** Result of `ingestFiles`: the landing's id and the raw objects written. */
 export interface IngestResult {
@@ -33,7 +33,7 @@ export async function ingestFiles(
   assertName('dataset', dataset);
   if (filePaths.length === 0) throw new ValidationError('no files to ingest: pass at least one path');
   const names = new Map<string, string>();
-  const inspected: { path: string; name: string; facts: Omit<RawObject, 'key'> }[] = [];
+  const inspected: { path: string; name: string; facts: InspectedFile }[] = [];
   for (const path of filePaths) {
     const info = await stat(path).catch((error: unknown) => {
       throw new ValidationError(`file ${path} cannot be read: ${(error as Error).message}`, { cause: error });
@@ -47,14 +47,14 @@ export async function ingestFiles(
   }
   const ingestId = makeIngestId(
     options.now ?? new Date(),
-    inspected.map((file) => file.facts.sha256),
+    inspected.map((file) => file.facts.object.sha256),
   );
   const objects: RawObject[] = [];
   for (const file of inspected) {
     const key = lake.raw(dataset, ingestId, file.name);
     await store.putFile(key, file.path, { ifNoneMatch: '*' });
-    const object: RawObject = { key, ...file.facts };
-    await recordRawObject(store, object);
+    const object: RawObject = { key, ...file.facts.object };
+    await recordRawObject(store, { ...file.facts, object });
     objects.push(object);
   }
   return { dataset, ingestId, objects };

@@ -22,6 +22,8 @@ export interface DatasetManifest {
     read: number;
     accepted: number;
     quarantined: number;
+    /** Byte-range shards the object was processed in, when more than one. */
+    shards?: number;
   }[];
   split: { method: 'row-hash'; seed: number; testFraction: number; trainRows: number; testRows: number };
   files: Record<'train' | 'test', { key: string; sha256: string; bytes: number; rows: number }>;

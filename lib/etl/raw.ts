@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
 import { z } from 'zod';
 import { ConflictError, ValidationError } from '../core/errors.ts';
 import { FileSystemStore } from '../store/fs-store.ts';
 import { assertName, lake } from '../store/layout.ts';
 import { type ObjectStore, readJsonIfExists, toJsonBody } from '../store/object-store.ts';
-import { inspectFile } from './detect.ts';
-import { withDuckDB } from './duck.ts';
-import { openSource } from './source.ts';
+import { csvSyntax, JSON_LINES_SYNTAX, scanText, type TextLayout, TextLayoutSchema } from './chunks.ts';
+import { detectFile, sha256File } from './detect.ts';
+import { etlMemoryLimit, withDuckDB } from './duck.ts';
+import { type CsvDialect, CsvDialectSchema, openSource, sniffCsv } from './source.ts';
 
 /** A raw object the ETL can read: where it is, what it is, and its content hash. */
 export const RawObjectSchema = z.strictObject({
@@ -25,8 +27,27 @@ export interface RawRejection {
   reason: string;
 }
 
+/**
+ * Everything learnt about a readable raw object in one inspection: its identity, its CSV dialect (so that no
+ * later reader sniffs again, and every part of a split file is read alike) and, for uncompressed text, where
+ * its records start (so that the plan can split it into byte ranges without reading it).
+ */
+export interface RawFacts {
+  object: RawObject;
+  csv?: CsvDialect;
+  layout?: TextLayout;
+}
+
+/** `RawFacts` of a file that has no key yet (ingest inspects before it writes). */
+export type InspectedFile = Omit<RawFacts, 'object'> & { object: Omit<RawObject, 'key'> };
+
 const IndexEntrySchema = z.union([
-  z.strictObject({ status: z.literal('ok'), object: RawObjectSchema }),
+  z.strictObject({
+    status: z.literal('ok'),
+    object: RawObjectSchema,
+    csv: CsvDialectSchema.optional(),
+    layout: TextLayoutSchema.optional(),
+  }),
   z.strictObject({ status: z.literal('rejected'), key: z.string(), bytes: z.number(), reason: z.string() }),
 ]);
 type IndexEntry = z.infer<typeof IndexEntrySchema>;
@@ -62,16 +83,65 @@ export async function localPathOf(store: ObjectStore, key: string, dir: string):
 }
 
 /**
- * Inspects a local file the way the ETL will read it: content-based format detection, full gzip check,
- * and (through DuckDB) a dialect sniff, duplicate-header check and Parquet footer read.
- * Throws ValidationError naming `label` for anything the ETL would not read correctly.
+ * The keys under a prefix, sorted. The folder adapter's `list` computes an MD5 etag of every object, a full
+ * read of each raw file on every plan; the plan needs only the keys, so on a folder they come from the
+ * directory itself.
  */
-export async function inspectRawFile(path: string, label: string): Promise<Omit<RawObject, 'key'>> {
-  const facts = await inspectFile(path, label);
-  await withDuckDB(async (duck) => {
-    await openSource(duck, path, facts, label);
-  });
-  return facts;
+export async function listKeys(store: ObjectStore, prefix: string): Promise<string[]> {
+  if (!(store instanceof FileSystemStore)) return (await store.list(prefix)).map((info) => info.key);
+  const root = store.pathOf(prefix.replace(/\/$/, ''));
+  const keys: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'ENOENT') return;
+      throw error;
+    }
+    for (const entry of entries) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      // Lock files of compare-and-swap writes are the adapter's, not objects.
+      else if (entry.isFile() && !entry.name.endsWith('.kiln-lock'))
+        keys.push(relative(store.root, path).split(sep).join('/'));
+    }
+  };
+  await walk(root);
+  return keys.sort();
+}
+
+/**
+ * Inspects a local file the way the ETL will read it: content-based format detection, full gzip check, a
+ * dialect sniff and duplicate-header check (CSV) and a footer read (Parquet), then one pass over the bytes
+ * that hashes them and, for uncompressed text, records where records start. Throws ValidationError naming
+ * `label` for anything the ETL would not read correctly.
+ */
+export async function inspectRawFile(path: string, label: string): Promise<InspectedFile> {
+  const detected = await detectFile(path, label);
+  const csv = await withDuckDB(
+    async (duck) => {
+      const dialect =
+        detected.format === 'csv' ? await sniffCsv(duck, path, detected.compression, label) : undefined;
+      await openSource(duck, path, detected, label, undefined, dialect);
+      return dialect;
+    },
+    { memoryLimit: etlMemoryLimit() },
+  );
+  let sha256 = detected.sha256;
+  let layout: TextLayout | undefined;
+  if (detected.compression === 'none' && detected.format !== 'parquet') {
+    const syntax = csv ? csvSyntax(csv) : JSON_LINES_SYNTAX;
+    ({ sha256, layout } = await scanText(path, detected.bytes, syntax));
+  }
+  sha256 ??= await sha256File(path);
+  const object = {
+    format: detected.format,
+    compression: detected.compression,
+    bytes: detected.bytes,
+    sha256,
+  };
+  return { object, ...(csv ? { csv } : {}), ...(layout ? { layout } : {}) };
 }
 
 /**
@@ -83,11 +153,9 @@ export async function describeRawObject(
   store: ObjectStore,
   key: string,
   dir: string,
-): Promise<RawObject | RawRejection> {
-  const indexKey = lake.rawIndex(key);
-  const known = await readJsonIfExists<unknown>(store, indexKey);
-  const parsed = known === undefined ? undefined : IndexEntrySchema.safeParse(known);
-  if (parsed?.success) return parsed.data.status === 'ok' ? parsed.data.object : parsed.data;
+): Promise<RawFacts | RawRejection> {
+  const known = await readIndexEntry(store, key);
+  if (known) return known.status === 'ok' ? factsOf(known) : { key: known.key, reason: known.reason };
 
   const info = await store.head(key);
   if (!info) throw new ValidationError(`raw object ${key} does not exist`);
@@ -95,18 +163,39 @@ export async function describeRawObject(
   try {
     const path = await localPathOf(store, key, dir);
     const facts = await inspectRawFile(path, key);
-    entry = { status: 'ok', object: { key, ...facts } };
+    entry = { status: 'ok', ...facts, object: { key, ...facts.object } };
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
     entry = { status: 'rejected', key, bytes: info.size, reason: error.message };
   }
-  await recordIndexEntry(store, indexKey, entry);
-  return entry.status === 'ok' ? entry.object : { key: entry.key, reason: entry.reason };
+  await recordIndexEntry(store, lake.rawIndex(key), entry);
+  return entry.status === 'ok' ? factsOf(entry) : { key: entry.key, reason: entry.reason };
+}
+
+/** The index entry of a raw object, when one was recorded (and is readable). */
+export async function readIndexEntry(store: ObjectStore, key: string): Promise<IndexEntry | undefined> {
+  const known = await readJsonIfExists<unknown>(store, lake.rawIndex(key));
+  const parsed = known === undefined ? undefined : IndexEntrySchema.safeParse(known);
+  return parsed?.success ? parsed.data : undefined;
+}
+
+/** What the index knows about a readable raw object (undefined for unknown or rejected ones). */
+export async function readRawFacts(store: ObjectStore, key: string): Promise<RawFacts | undefined> {
+  const entry = await readIndexEntry(store, key);
+  return entry?.status === 'ok' ? factsOf(entry) : undefined;
+}
+
+function factsOf(entry: Extract<IndexEntry, { status: 'ok' }>): RawFacts {
+  return {
+    object: entry.object,
+    ...(entry.csv ? { csv: entry.csv } : {}),
+    ...(entry.layout ? { layout: entry.layout } : {}),
+  };
 }
 
 /** Records what ingest already learnt about a raw object, so the ETL does not inspect it again. */
-export async function recordRawObject(store: ObjectStore, object: RawObject): Promise<void> {
-  await recordIndexEntry(store, lake.rawIndex(object.key), { status: 'ok', object });
+export async function recordRawObject(store: ObjectStore, facts: RawFacts): Promise<void> {
+  await recordIndexEntry(store, lake.rawIndex(facts.object.key), { status: 'ok', ...facts });
 }
 
 async function recordIndexEntry(store: ObjectStore, indexKey: string, entry: IndexEntry): Promise<void> {
@@ -119,6 +208,6 @@ async function recordIndexEntry(store: ObjectStore, indexKey: string, entry: Ind
 }
 
 /** Type guard separating readable raw objects from rejections. */
-export function isRejection(value: RawObject | RawRejection): value is RawRejection {
+export function isRejection(value: RawFacts | RawRejection): value is RawRejection {
   return 'reason' in value;
 }

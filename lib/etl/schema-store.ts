@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import { ConflictError, IntegrityError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { contractProblems, type SchemaContract, SchemaContractSchema } from '../core/schema.ts';
 import { assertName, lake } from '../store/layout.ts';
@@ -43,6 +44,24 @@ export async function readSchema(store: ObjectStore, dataset: string): Promise<S
 }
 
 /**
+ * Validates a proposed contract for `dataset` (zod, then the semantic checks of `contractProblems`) and returns
+ * it as it would be stored: creation time kept from `current`, `updatedAt` now. Throws ValidationError naming
+ * every problem.
+ */
+export function checkSchemaEdit(dataset: string, current: SchemaContract, proposed: unknown): SchemaContract {
+  const parsed = SchemaContractSchema.safeParse(proposed);
+  if (!parsed.success)
+    throw new ValidationError(`invalid schema contract for ${dataset}: ${z.prettifyError(parsed.error)}`);
+  if (parsed.data.dataset !== dataset) {
+    throw new ValidationError(`schema contract names dataset ${parsed.data.dataset}, expected ${dataset}`);
+  }
+  const problems = contractProblems(parsed.data);
+  if (problems.length > 0)
+    throw new ValidationError(`invalid schema contract for ${dataset}: ${problems.join('; ')}`);
+  return { ...parsed.data, createdAt: current.createdAt, updatedAt: new Date().toISOString() };
+}
+
+/**
  * Replaces a dataset's contract after validating it (zod + semantic checks), as a compare-and-swap on
  * `expectedEtag` (default: the etag read just now), so two editors cannot silently overwrite each other.
  */
@@ -53,20 +72,7 @@ export async function updateSchema(
   options: { expectedEtag?: string } = {},
 ): Promise<{ contract: SchemaContract; etag: string }> {
   const current = await readSchemaWithEtag(store, dataset);
-  const parsed = SchemaContractSchema.safeParse(contract);
-  if (!parsed.success)
-    throw new ValidationError(`invalid schema contract for ${dataset}: ${parsed.error.message}`);
-  if (parsed.data.dataset !== dataset) {
-    throw new ValidationError(`schema contract names dataset ${parsed.data.dataset}, expected ${dataset}`);
-  }
-  const problems = contractProblems(parsed.data);
-  if (problems.length > 0)
-    throw new ValidationError(`invalid schema contract for ${dataset}: ${problems.join('; ')}`);
-  const next: SchemaContract = {
-    ...parsed.data,
-    createdAt: current.contract.createdAt,
-    updatedAt: new Date().toISOString(),
-  };
+  const next = checkSchemaEdit(dataset, current.contract, contract);
   const info = await store.put(lake.schema(dataset), toJsonBody(next), {
     ifMatch: options.expectedEtag ?? current.etag,
     contentType: 'application/json',

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { ValidationError } from '../core/errors.ts';
 import type { SchemaContract } from '../core/schema.ts';
 import type { Compression, RawFormat } from './detect.ts';
@@ -29,18 +30,47 @@ export interface Source {
   notes: string[];
 }
 
+/**
+ * A CSV file's dialect as DuckDB's sniffer found it on the whole file, recorded in the raw index at ingest so
+ * that every later reader (and every byte-range part of a split file) parses the file the same way.
+ */
+export const CsvDialectSchema = z.strictObject({
+  delimiter: z.string().min(1),
+  /** '' when the file is not quoted. */
+  quote: z.string(),
+  /** '' when there is no escape character other than a doubled quote. */
+  escape: z.string(),
+  /** As DuckDB spells it: `\n`, `\r\n` or `\r` (backslash escapes, not the characters). */
+  newline: z.string(),
+  comment: z.string(),
+  /** Lines skipped before the header (or the first row). */
+  skip: z.number().int().nonnegative(),
+  header: z.boolean(),
+  /** Column names: the header's, or DuckDB's positional names without a header. */
+  names: z.array(z.string()),
+});
+export type CsvDialect = z.infer<typeof CsvDialectSchema>;
+
 let counter = 0;
 
-/** Opens a raw file with DuckDB; throws ValidationError (naming `label`) when it cannot be read as a table. */
+/**
+ * Opens a raw file with DuckDB; throws ValidationError (naming `label`) when it cannot be read as a table.
+ * A recorded CSV `dialect` is used as is (no sniffing): a byte-range part of a file must be read with the
+ * dialect of the whole file.
+ */
 export async function openSource(
   duck: Duck,
   path: string,
   file: { format: RawFormat; compression: Compression },
   label: string,
   contract?: SchemaContract,
+  dialect?: CsvDialect,
 ): Promise<Source> {
   try {
-    if (file.format === 'csv') return await openCsv(duck, path, file.compression, label, contract);
+    if (file.format === 'csv') {
+      const known = dialect ?? (await sniffCsv(duck, path, file.compression, label));
+      return openCsv(path, file.compression, known, contract);
+    }
     if (file.format === 'jsonl') return await openJsonLines(duck, path, file.compression);
     return await openParquet(duck, path);
   } catch (error) {
@@ -62,50 +92,86 @@ interface Sniff {
   Columns: { name: string; type: string }[];
 }
 
-async function openCsv(
+/**
+ * Detects a CSV file's dialect with DuckDB's sniffer and refuses duplicate header names (DuckDB would rename
+ * them `a`, `a_1`, silently changing the data's meaning). Throws ValidationError naming `label`.
+ */
+export async function sniffCsv(
   duck: Duck,
   path: string,
   compression: Compression,
   label: string,
-  contract?: SchemaContract,
-): Promise<Source> {
-  const comp = `compression=${lit(compression === 'gzip' ? 'gzip' : 'none')}`;
-  const [sniff] = (await duck.all(
-    `SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, HasHeader, Columns
-     FROM sniff_csv(${lit(path)}, ignore_errors=true, ${comp})`,
-  )) as unknown as Sniff[];
-  if (!sniff) throw new ValidationError(`file ${label}: DuckDB could not detect a CSV dialect`);
-  const unset = (value: string) => (value === '(empty)' ? '' : value);
-  const dialect = [
-    `delim=${lit(sniff.Delimiter)}`,
-    `quote=${lit(unset(sniff.Quote))}`,
-    `escape=${lit(unset(sniff.Escape))}`,
-    `new_line=${lit(sniff.NewLineDelimiter)}`,
-    `comment=${lit(unset(sniff.Comment))}`,
-    `skip=${Number(sniff.SkipRows)}`,
-    comp,
-  ].join(', ');
-  const notes: string[] = [];
-  let names = sniff.Columns.map((column) => column.name);
-  if (sniff.HasHeader) {
-    // DuckDB renames duplicate headers (a, a_1); read the header row itself to catch them.
-    const positional = names.map((_, i) => `${lit(`c${i}`)}: 'VARCHAR'`).join(', ');
-    const [header] = await duck.all(
-      `SELECT * FROM read_csv(${lit(path)}, auto_detect=false, header=false, ${dialect},
-         columns={${positional}}, null_padding=true, ignore_errors=true) LIMIT 1`,
-    );
-    const raw = names.map((_, i) => String(header?.[`c${i}`] ?? '').replace(/^\uFEFF/, ''));
-    const duplicates = [...new Set(raw.filter((name, i) => raw.indexOf(name) !== i))];
-    if (duplicates.length > 0) {
-      throw new ValidationError(
-        `file ${label} has duplicate column names ${duplicates.map((d) => JSON.stringify(d)).join(', ')}: rename them, columns must be unique`,
+): Promise<CsvDialect> {
+  try {
+    const [sniff] = (await duck.all(
+      `SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, HasHeader, Columns
+       FROM sniff_csv(${lit(path)}, ignore_errors=true, ${compressionOption(compression)})`,
+    )) as unknown as Sniff[];
+    if (!sniff) throw new ValidationError(`file ${label}: DuckDB could not detect a CSV dialect`);
+    const unset = (value: string) => (value === '(empty)' ? '' : value);
+    const dialect: CsvDialect = {
+      delimiter: sniff.Delimiter,
+      quote: unset(sniff.Quote),
+      escape: unset(sniff.Escape),
+      newline: sniff.NewLineDelimiter,
+      comment: unset(sniff.Comment),
+      skip: Number(sniff.SkipRows),
+      header: Boolean(sniff.HasHeader),
+      names: sniff.Columns.map((column) => column.name),
+    };
+    if (dialect.header) {
+      // DuckDB renames duplicate headers (a, a_1); read the header row itself to catch them.
+      const positional = dialect.names.map((_, i) => `${lit(`c${i}`)}: 'VARCHAR'`).join(', ');
+      const [header] = await duck.all(
+        `SELECT * FROM read_csv(${lit(path)}, auto_detect=false, header=false, ${dialectOptions(dialect, compression)},
+           columns={${positional}}, null_padding=true, ignore_errors=true, parallel=false) LIMIT 1`,
       );
+      const raw = dialect.names.map((_, i) => String(header?.[`c${i}`] ?? '').replace(/^\uFEFF/, ''));
+      const duplicates = [...new Set(raw.filter((name, i) => raw.indexOf(name) !== i))];
+      if (duplicates.length > 0) {
+        throw new ValidationError(
+          `file ${label} has duplicate column names ${duplicates.map((d) => JSON.stringify(d)).join(', ')}: rename them, columns must be unique`,
+        );
+      }
     }
-  } else if (contract && contract.columns.length === names.length) {
-    names = contract.columns.map((column) => column.name);
-    notes.push('file has no header row: columns were mapped to the contract by position');
-  } else {
-    notes.push('file has no header row');
+    return dialect;
+  } catch (error) {
+    if (error instanceof ValidationError) throw error;
+    throw new ValidationError(`file ${label} cannot be read as csv: ${firstLine(error)}`, { cause: error });
+  }
+}
+
+function compressionOption(compression: Compression): string {
+  return `compression=${lit(compression === 'gzip' ? 'gzip' : 'none')}`;
+}
+
+function dialectOptions(dialect: CsvDialect, compression: Compression): string {
+  return [
+    `delim=${lit(dialect.delimiter)}`,
+    `quote=${lit(dialect.quote)}`,
+    `escape=${lit(dialect.escape)}`,
+    `new_line=${lit(dialect.newline)}`,
+    `comment=${lit(dialect.comment)}`,
+    `skip=${dialect.skip}`,
+    compressionOption(compression),
+  ].join(', ');
+}
+
+function openCsv(
+  path: string,
+  compression: Compression,
+  dialect: CsvDialect,
+  contract?: SchemaContract,
+): Source {
+  const notes: string[] = [];
+  let names = dialect.names;
+  if (!dialect.header) {
+    if (contract && contract.columns.length === names.length) {
+      names = contract.columns.map((column) => column.name);
+      notes.push('file has no header row: columns were mapped to the contract by position');
+    } else {
+      notes.push('file has no header row');
+    }
   }
   const id = ++counter;
   const rejectsTable = `kiln_rejects_${id}`;
@@ -113,7 +179,7 @@ async function openCsv(
   const scan = (
     errors: string,
   ) => `(SELECT *, NULL::VARCHAR AS __src_error, NULL::VARCHAR AS __src_raw FROM read_csv(${lit(path)},
-    auto_detect=false, header=${sniff.HasHeader}, ${dialect}, columns={${columns}}, ${errors}))`;
+    auto_detect=false, header=${dialect.header}, ${dialectOptions(dialect, compression)}, columns={${columns}}, ${errors}))`;
   const relation = scan(
     `store_rejects=true, rejects_table=${lit(rejectsTable)}, rejects_scan=${lit(`kiln_scans_${id}`)}`,
   );

@@ -11,9 +11,10 @@ export type Row = Record<string, unknown>;
 
 /**
  * Reads a local CSV / JSON Lines / Parquet file (optionally gzip) into rows with DuckDB, types auto-detected.
- * Meant for modest files (training sets, scoring batches): the rows are returned in memory.
+ * Meant for modest files (training sets, scoring batches): the rows are returned in memory. `textColumns`
+ * keeps CSV cells as text, for callers that type them against a known schema (batch scoring).
  */
-export async function readTableFile(path: string): Promise<Row[]> {
+export async function readTableFile(path: string, options: { textColumns?: boolean } = {}): Promise<Row[]> {
   const { format, compression } = await sniffFormat(path);
   // read_csv spells "no compression" 'none', read_json 'uncompressed'.
   const gzip = compression === 'gzip';
@@ -22,7 +23,7 @@ export async function readTableFile(path: string): Promise<Row[]> {
       ? `read_parquet(${lit(path)})`
       : format === 'jsonl'
         ? `read_json(${lit(path)}, format='newline_delimited', compression=${lit(gzip ? 'gzip' : 'uncompressed')})`
-        : `read_csv(${lit(path)}, compression=${lit(gzip ? 'gzip' : 'none')})`;
+        : `read_csv(${lit(path)}, compression=${lit(gzip ? 'gzip' : 'none')}${options.textColumns ? ', all_varchar=true' : ''})`;
   return withDuckDB(async (duck) => {
     try {
       return await duck.all(`SELECT * FROM ${from}`);

@@ -77,18 +77,23 @@ export class EtlPipeline extends Construct {
     const logKey = props.logEncryptionKey ?? new LogEncryptionKey(this, 'LogKey');
     const common = { lake: props.lakeBucket, bus: props.bus, logRetention, serviceName: 'kiln-etl' };
 
+    // Each task's timeout is its function's, so a local run allows big shards as long as Lambda would.
+    const planTimeout = Duration.minutes(5);
+    const workTimeout = Duration.minutes(15);
     this.planFunction = new KilnContainerFunction(this, 'PlanHandler', {
       ...common,
       handler: 'functions/etl/plan.handler',
-      timeout: Duration.minutes(5),
+      timeout: planTimeout,
     });
     this.shardFunction = new KilnContainerFunction(this, 'ShardHandler', {
       ...common,
       handler: 'functions/etl/shard.handler',
+      timeout: workTimeout,
     });
     this.finalizeFunction = new KilnContainerFunction(this, 'FinalizeHandler', {
       ...common,
       handler: 'functions/etl/finalize.handler',
+      timeout: workTimeout,
     });
 
     const lake = props.lakeBucket;
@@ -123,11 +128,13 @@ export class EtlPipeline extends Construct {
       lambdaFunction: this.planFunction.function,
       resultPath: '$.plan',
       comment: 'Derive dataset and run id from the raw key and list the shards to process',
+      timeout: planTimeout,
     });
 
     const processShard = invokeLambda(this, EtlStates.processShard, {
       lambdaFunction: this.shardFunction.function,
       comment: 'Validate, quarantine and transform one shard into curated-staging/',
+      timeout: workTimeout,
     });
     const processShards = new sfn.DistributedMap(this, EtlStates.processShards, {
       itemsPath: '$.plan.shards',
@@ -135,6 +142,7 @@ export class EtlPipeline extends Construct {
         dataset: sfn.JsonPath.stringAt('$.plan.dataset'),
         runId: sfn.JsonPath.stringAt('$.plan.runId'),
         shard: sfn.JsonPath.objectAt('$$.Map.Item.Value'),
+        options: sfn.JsonPath.objectAt('$.plan.options'),
       },
       maxConcurrency,
       // Every raw row must end up curated or quarantined: one failed shard fails the run.
@@ -152,9 +160,13 @@ export class EtlPipeline extends Construct {
         dataset: sfn.JsonPath.stringAt('$.plan.dataset'),
         runId: sfn.JsonPath.stringAt('$.plan.runId'),
         shardResults: sfn.JsonPath.objectAt('$.shardResults'),
+        // Refused raw objects go into the run report; the options (split, threshold) are the run's.
+        rejected: sfn.JsonPath.objectAt('$.plan.rejected'),
+        options: sfn.JsonPath.objectAt('$.plan.options'),
       }),
       resultPath: '$.result',
       comment: 'Commit the staged shards as a curated dataset version and publish EtlRunSucceeded',
+      timeout: workTimeout,
     });
 
     plan.addCatch(recordFailure, CATCH_ALL);

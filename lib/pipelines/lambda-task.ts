@@ -22,6 +22,12 @@ export interface InvokeLambdaOptions {
   readonly resultPath?: string;
   /** State comment. @default - none */
   readonly comment?: string;
+  /**
+   * The state's TimeoutSeconds: set it to the function's own timeout. Step Functions has no task timeout by
+   * default, but the local runtime (aws-local-stepfunctions) then stops a task after 60 seconds.
+   * @default - none
+   */
+  readonly timeout?: Duration;
 }
 
 /**
@@ -44,6 +50,7 @@ export function invokeLambda(scope: Construct, id: string, options: InvokeLambda
     payload: options.payload,
     resultPath: options.resultPath,
     comment: options.comment,
+    ...(options.timeout ? { taskTimeout: sfn.Timeout.duration(options.timeout) } : {}),
   });
   task.addRetry({
     errors: [...LAMBDA_TRANSIENT_ERRORS],

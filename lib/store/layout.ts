@@ -43,6 +43,17 @@ export const lake = {
   registryAudit: (model: string, entryId: string) => `registry/${model}/audit/${entryId}.json`,
   capturePrefix: (model: string, version: number) => `capture/${model}/${version}/`,
   monitoringPrefix: (model: string) => `monitoring/${model}/`,
+  /** Drift reports of one model version: `<stamp>.json` and a readable `<stamp>.html` beside it. */
+  driftReportsPrefix: (model: string, version: number) => `monitoring/${model}/${version}/drift/`,
+  driftReport: (model: string, version: number, stamp: string, ext: 'json' | 'html') =>
+    `monitoring/${model}/${version}/drift/${stamp}.${ext}`,
+  /** Late ground truth, normalised at ingest: `<stamp>-<hash>.jsonl` plus its ingest summary `.json`. */
+  labelsPrefix: (model: string) => `monitoring/${model}/labels/`,
+  labelsFile: (model: string, id: string, ext: 'jsonl' | 'json') => `monitoring/${model}/labels/${id}.${ext}`,
+  qualityReportsPrefix: (model: string) => `monitoring/${model}/quality/`,
+  qualityReport: (model: string, stamp: string) => `monitoring/${model}/quality/${stamp}.json`,
+  /** Where label files land on S3 to be ingested (`labels/<model>/<file>`); not part of the curated lake. */
+  labelsLandingPrefix: (model?: string) => (model ? `labels/${model}/` : 'labels/'),
 } as const;
 
 /** Splits `s3://bucket/key` into its parts; throws on anything else. */

@@ -1,34 +1,59 @@
-import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ConflictError, NotFoundError, PolicyError, ValidationError } from '../../lib/core/errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../lib/core/errors.ts';
 import { lit, withDuckDB } from '../../lib/etl/duck.ts';
 import { recordPipelineFailure } from '../../lib/etl/failure.ts';
-import { finalizeEtl } from '../../lib/etl/finalize.ts';
-import { ingestFiles } from '../../lib/etl/ingest.ts';
+import { type FinalizeResult, finalizeEtl } from '../../lib/etl/finalize.ts';
 import { readManifest } from '../../lib/etl/manifest.ts';
-import { planEtl } from '../../lib/etl/plan.ts';
-import { runEtl } from '../../lib/etl/run.ts';
+import { type EtlPlan, planEtl } from '../../lib/etl/plan.ts';
 import { readSchema, readSchemaWithEtag, updateSchema } from '../../lib/etl/schema-store.ts';
-import { processShard } from '../../lib/etl/shard.ts';
+import { processShard, type ShardResult } from '../../lib/etl/shard.ts';
 import { readCuratedRows, readTableFile } from '../../lib/etl/tables.ts';
-import { FileSystemStore } from '../../lib/store/fs-store.ts';
+import { PipelineFailedError } from '../../lib/local/pipeline-runner.ts';
+import { LocalPlatform } from '../../lib/local/platform.ts';
+import type { FileSystemStore } from '../../lib/store/fs-store.ts';
 import { lake } from '../../lib/store/layout.ts';
-import type { ObjectInfo, ObjectStore, PutOptions } from '../../lib/store/object-store.ts';
+import { tempDir } from '../support/temp.ts';
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-async function tempDir(): Promise<string> {
-  return mkdtemp(join(tmpdir(), 'kiln-etl-it-'));
-}
-
-async function newLake(): Promise<{ store: FileSystemStore; files: string }> {
-  const root = await tempDir();
+/**
+ * A fresh local platform: its lake is the folder the handlers use (KILN_LAKE), and ETL runs are executions of
+ * the synthesized state machine, exactly as `kiln etl` runs them.
+ */
+async function newLake(): Promise<{ platform: LocalPlatform; store: FileSystemStore; files: string }> {
+  const root = await tempDir('kiln-etl-it-');
   const files = join(root, 'files');
   await mkdir(files);
-  return { store: new FileSystemStore(join(root, 'lake')), files };
+  const platform = await LocalPlatform.open({ home: join(root, 'home') });
+  return { platform, store: platform.store, files };
+}
+
+/** What one ETL execution produced: Finalize's result plus the plan and the Map's shard results. */
+type EtlRun = FinalizeResult & { plan: EtlPlan; shardResults: ShardResult[] };
+
+/** Runs the ETL state machine (input as Step Functions would get it) and returns its state. */
+async function runEtl(platform: LocalPlatform, input: Record<string, unknown>): Promise<EtlRun> {
+  // Handlers find their lake through KILN_LAKE, as in Lambda; a test may hold several platforms.
+  process.env.KILN_LAKE = platform.home.lakeDir;
+  const output = await (await platform.pipelines()).run('etl', 'Plan', input);
+  return {
+    ...(output.result as FinalizeResult),
+    plan: output.plan as EtlPlan,
+    shardResults: output.shardResults as ShardResult[],
+  };
+}
+
+/** The error of a failing ETL execution, as the state machine reports it. */
+async function failedEtl(
+  platform: LocalPlatform,
+  input: Record<string, unknown>,
+): Promise<PipelineFailedError> {
+  const error = await runEtl(platform, input).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(PipelineFailedError);
+  return error as PipelineFailedError;
 }
 
 const CUTS = ['Fair', 'Good', 'Ideal'];
@@ -85,61 +110,21 @@ async function parquetRows(path: string): Promise<Record<string, unknown>[]> {
 
 /** A first landing of 200 clean rows (CSV with ';', BOM and quotes) and its ETL run. */
 async function seeded(rows = 200) {
-  const { store, files } = await newLake();
+  const { platform, store, files } = await newLake();
   const path = await writeText(
     join(files, 'gems.csv'),
     csvText(sampleRows(rows), { delimiter: ';', bom: true, quoteAll: true }),
   );
-  await ingestFiles(store, 'gems', [path]);
-  const first = await runEtl(store, { dataset: 'gems' });
-  return { store, files, first };
-}
-
-/** An ObjectStore kept in memory: exercises the download path (DuckDB cannot read its objects in place). */
-class MemoryStore implements ObjectStore {
-  readonly url = 'memory://test';
-  private readonly objects = new Map<string, Buffer>();
-  private etag(body: Buffer) {
-    return `"${body.length}-${Buffer.from(body).toString('base64').slice(0, 12)}-${[...body].reduce((a, b) => (a * 31 + b) % 1e9, 7)}"`;
-  }
-  async get(key: string) {
-    const body = this.objects.get(key);
-    if (!body) throw new NotFoundError(`object ${key} does not exist`);
-    return body;
-  }
-  async head(key: string): Promise<ObjectInfo | undefined> {
-    const body = this.objects.get(key);
-    return body ? { key, size: body.length, etag: this.etag(body) } : undefined;
-  }
-  async put(key: string, body: Buffer | string, options: PutOptions = {}) {
-    const current = await this.head(key);
-    if (options.ifNoneMatch === '*' && current) throw new ConflictError(`object ${key} already exists`);
-    if (options.ifMatch !== undefined && current?.etag !== options.ifMatch)
-      throw new ConflictError(`object ${key} changed`);
-    this.objects.set(key, Buffer.from(body));
-    return { key, size: Buffer.byteLength(body), etag: this.etag(Buffer.from(body)) };
-  }
-  async putFile(key: string, path: string, options: PutOptions = {}) {
-    return this.put(key, await readFile(path), options);
-  }
-  async getToFile(key: string, path: string) {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFile(path, await this.get(key));
-  }
-  async list(prefix: string) {
-    const keys = [...this.objects.keys()].filter((key) => key.startsWith(prefix)).sort();
-    return Promise.all(keys.map(async (key) => (await this.head(key)) as ObjectInfo));
-  }
-  async delete(key: string) {
-    this.objects.delete(key);
-  }
+  await platform.ingest([path], 'gems');
+  const first = await runEtl(platform, { dataset: 'gems' });
+  return { platform, store, files, first };
 }
 
 // ---------------------------------------------------------------------------------------------- tests
 
 describe('ETL end to end', () => {
   it('ingests CSV (;, BOM, quotes), JSON Lines, Parquet and gzip, infers a contract and curates them', async () => {
-    const { store, files, first } = await seeded();
+    const { platform, store, files, first } = await seeded();
     expect(first).toMatchObject({ read: 200, accepted: 200, quarantined: 0, created: true });
     expect(first.trainRows + first.testRows).toBe(200);
 
@@ -160,13 +145,14 @@ describe('ETL end to end', () => {
        FROM range(50) t(i)`,
     );
     const gz = await writeText(join(files, 'more.csv.gz'), gzipSync(csvText(sampleRows(50, 300))));
-    const landing = await ingestFiles(store, 'gems', [jsonl, parquet, gz]);
+    const landing = await platform.ingest([jsonl, parquet, gz], 'gems');
     expect(landing.objects.map((o) => [o.format, o.compression])).toEqual([
       ['jsonl', 'none'],
       ['parquet', 'none'],
       ['csv', 'gzip'],
     ]);
-    const second = await runEtl(store, { key: landing.objects[0]?.key ?? '' });
+    // The S3 "Object Created" event shape: the run starts from the landed key.
+    const second = await runEtl(platform, { detail: { object: { key: landing.objects[0]?.key ?? '' } } });
     expect(second).toMatchObject({ read: 400, accepted: 400, quarantined: 0, created: true });
     expect(second.version).not.toBe(first.version);
     for (const shard of second.shardResults) expect(shard.schemaDrift).toEqual([]);
@@ -208,11 +194,11 @@ describe('ETL end to end', () => {
   });
 
   it('gives the same input the same version and writes nothing new', async () => {
-    const { store, first } = await seeded();
+    const { platform, store, first } = await seeded();
     const manifestKey = first.manifestKey;
     const before = await store.list('curated/gems/');
     const mtime = (await stat(store.pathOf(manifestKey))).mtimeMs;
-    const again = await runEtl(store, { dataset: 'gems' });
+    const again = await runEtl(platform, { dataset: 'gems' });
     expect(again.version).toBe(first.version);
     expect(again.created).toBe(false);
     expect(await store.list('curated/gems/')).toEqual(before);
@@ -230,31 +216,16 @@ describe('ETL end to end', () => {
     expect(testA.length / 500).toBeGreaterThan(0.12);
     expect(testA.length / 500).toBeLessThan(0.28);
 
-    const reseeded = await runEtl(a.store, { dataset: 'gems' }, { seed: 7 });
+    const reseeded = await runEtl(a.platform, { dataset: 'gems', seed: 7 });
     expect(reseeded.version).not.toBe(a.first.version);
     const testSeed7 = await readCuratedRows(a.store, 'gems', reseeded.version, 'test');
     expect(key(testSeed7)).not.toEqual(key(testA));
-  });
-
-  it('works the same on a store DuckDB cannot read in place (download path)', async () => {
-    const memory = new MemoryStore();
-    const { files } = await newLake();
-    const path = await writeText(
-      join(files, 'gems.csv'),
-      csvText(sampleRows(200), { delimiter: ';', bom: true, quoteAll: true }),
-    );
-    await ingestFiles(memory, 'gems', [path]);
-    const result = await runEtl(memory, { dataset: 'gems' });
-    const onDisk = await seeded(200);
-    expect(result.version).toBe(onDisk.first.version);
-    expect(result.read).toBe(200);
-    expect((await readCuratedRows(memory, 'gems', result.version, 'train')).length).toBe(result.trainRows);
   });
 });
 
 describe('schema enforcement and quarantine', () => {
   it('quarantines each bad row with its reason and keeps read = accepted + quarantined', async () => {
-    const { store, files } = await seeded();
+    const { platform, store, files } = await seeded();
     const good = sampleRows(194, 1000);
     const header = 'carat,cut,price,certified,sold_at';
     const lines = [
@@ -269,8 +240,8 @@ describe('schema enforcement and quarantine', () => {
     ];
     const path = join(files, 'bad.csv');
     await writeFile(path, Buffer.from(`${lines.join('\n')}\n`, 'latin1'));
-    await ingestFiles(store, 'gems', [path]);
-    const run = await runEtl(store, { dataset: 'gems' });
+    await platform.ingest([path], 'gems');
+    const run = await runEtl(platform, { dataset: 'gems' });
     const shard = run.shardResults.find((s) => s.key.endsWith('bad.csv'));
     expect(shard).toMatchObject({ read: 200, accepted: 194, quarantined: 6 });
     expect(shard?.reasons).toEqual({
@@ -294,7 +265,7 @@ describe('schema enforcement and quarantine', () => {
   });
 
   it('enforces hard limits a human put into the contract, with CAS on the schema', async () => {
-    const { store, files } = await seeded();
+    const { platform, store, files } = await seeded();
     const { contract, etag } = await readSchemaWithEtag(store, 'gems');
     const edited = {
       ...contract,
@@ -316,8 +287,8 @@ describe('schema enforcement and quarantine', () => {
 
     const rows = [...sampleRows(99, 50), { ...sampleRows(1)[0], price: 20_000 }];
     const path = await writeText(join(files, 'pricey.csv'), csvText(rows));
-    await ingestFiles(store, 'gems', [path]);
-    const run = await runEtl(store, { dataset: 'gems' });
+    await platform.ingest([path], 'gems');
+    const run = await runEtl(platform, { dataset: 'gems' });
     const shard = run.shardResults.find((s) => s.key.endsWith('pricey.csv'));
     expect(shard?.reasons).toEqual({ 'range:price': 1 });
     const quarantined = await parquetRows(store.pathOf(shard?.quarantineKey ?? ''));
@@ -325,12 +296,12 @@ describe('schema enforcement and quarantine', () => {
   });
 
   it('fails loudly above the quarantine threshold, records the failure, and leaves the dataset untouched', async () => {
-    const { store, files, first } = await seeded();
+    const { platform, store, files, first } = await seeded();
     const bad = sampleRows(300).map((r) => ({ ...r, price: 'n/a-ish' }));
-    await ingestFiles(store, 'gems', [await writeText(join(files, 'junk.csv'), csvText(bad))]);
-    const error = await runEtl(store, { dataset: 'gems' }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(PolicyError);
-    expect((error as Error).message).toMatch(
+    await platform.ingest([await writeText(join(files, 'junk.csv'), csvText(bad))], 'gems');
+    const error = await failedEtl(platform, { dataset: 'gems' });
+    expect(error.error).toBe('PolicyError');
+    expect(error.message).toMatch(
       /300 of 500 rows \(60\.00 %\) were quarantined, above the threshold of 5\.00 %/,
     );
     const reports = await store.list('runs/etl/');
@@ -347,7 +318,7 @@ describe('schema enforcement and quarantine', () => {
     });
     expect((await readManifest(store, 'gems')).version).toBe(first.version);
 
-    const tolerant = await runEtl(store, { dataset: 'gems' }, { quarantineThreshold: 0.7 });
+    const tolerant = await runEtl(platform, { dataset: 'gems', quarantineThreshold: 0.7 });
     expect(tolerant).toMatchObject({ created: true, read: 500, accepted: 200, quarantined: 300 });
     expect(tolerant.shardResults.find((s) => s.key.endsWith('junk.csv'))?.schemaDrift).toContain(
       'type of column "price" looks changed: 300 of 300 values are not integer',
@@ -355,7 +326,7 @@ describe('schema enforcement and quarantine', () => {
   });
 
   it('reports new columns, missing columns and changed types as drift instead of coercing silently', async () => {
-    const { store, files } = await seeded();
+    const { platform, files } = await seeded();
     const extra = sampleRows(40, 500).map((r) => ({ ...r, color: 'D' }));
     const jsonl = await writeText(join(files, 'extra.jsonl'), jsonlText(extra));
     const parquet = await writeParquet(
@@ -363,8 +334,8 @@ describe('schema enforcement and quarantine', () => {
       `SELECT 0.5::DOUBLE AS carat, 'Good' AS cut, CAST(300 + i AS VARCHAR) AS price, true AS certified,
               TIMESTAMP '2024-03-01 00:00:00' AS sold_at FROM range(10) t(i)`,
     );
-    await ingestFiles(store, 'gems', [jsonl, parquet]);
-    const run = await runEtl(store, { dataset: 'gems' });
+    await platform.ingest([jsonl, parquet], 'gems');
+    const run = await runEtl(platform, { dataset: 'gems' });
     const byName = (suffix: string) => run.shardResults.find((s) => s.key.endsWith(suffix));
     expect(byName('extra.jsonl')?.schemaDrift).toEqual([
       'new column "color" (not in the contract: dropped until the schema is edited)',
@@ -379,25 +350,23 @@ describe('schema enforcement and quarantine', () => {
 
 describe('bad input', () => {
   it('refuses empty files, truncated gzip and duplicate column names at ingest, naming the file, writing nothing', async () => {
-    const { store, files } = await newLake();
+    const { platform, store, files } = await newLake();
     const empty = await writeText(join(files, 'empty.csv'), '');
     const dup = await writeText(join(files, 'dup.csv'), 'a,b,a\n1,2,3\n4,5,6\n');
     const full = gzipSync(csvText(sampleRows(5000)));
     const cut = await writeText(join(files, 'cut.csv.gz'), full.subarray(0, full.length - 100));
     const ok = await writeText(join(files, 'ok.csv'), csvText(sampleRows(10)));
-    await expect(ingestFiles(store, 'gems', [ok, empty])).rejects.toThrow(/empty\.csv is empty/);
-    await expect(ingestFiles(store, 'gems', [dup])).rejects.toThrow(
-      /dup\.csv has duplicate column names "a"/,
-    );
-    await expect(ingestFiles(store, 'gems', [cut])).rejects.toThrow(
+    await expect(platform.ingest([ok, empty], 'gems')).rejects.toThrow(/empty\.csv is empty/);
+    await expect(platform.ingest([dup], 'gems')).rejects.toThrow(/dup\.csv has duplicate column names "a"/);
+    await expect(platform.ingest([cut], 'gems')).rejects.toThrow(
       /cut\.csv\.gz is a truncated or corrupt gzip/,
     );
-    await expect(ingestFiles(store, 'Gems!', [ok])).rejects.toThrow(/invalid dataset name/);
+    await expect(platform.ingest([ok], 'Gems!')).rejects.toThrow(/invalid dataset name/);
     expect(await store.list('raw/')).toEqual([]);
   });
 
   it('skips unreadable objects that landed without ingest (S3 path) and says why', async () => {
-    const { store, files } = await seeded();
+    const { platform, store, files } = await seeded();
     const full = gzipSync(csvText(sampleRows(5000)));
     await store.put('raw/gems/20300101T000000000Z-deadbeef/cut.csv.gz', full.subarray(0, full.length - 50));
     await store.put('raw/gems/20300101T000000000Z-deadbeef/empty.csv', '');
@@ -411,18 +380,19 @@ describe('bad input', () => {
       ['cut.csv.gz', expect.stringMatching(/truncated or corrupt gzip/)],
       ['empty.csv', expect.stringMatching(/is empty/)],
     ]);
-    const run = await runEtl(store, { dataset: 'gems' });
+    const run = await runEtl(platform, { dataset: 'gems' });
     expect(run).toMatchObject({ read: 220, accepted: 220 });
     const report = JSON.parse((await store.get(run.reportKey)).toString());
     expect(report.rejected).toHaveLength(2);
   });
 
   it('accepts a header-only file as zero rows, and refuses a dataset whose only landing has no rows', async () => {
-    const { store, files } = await seeded();
-    await ingestFiles(store, 'gems', [
-      await writeText(join(files, 'header.csv'), 'carat,cut,price,certified,sold_at\n'),
-    ]);
-    const run = await runEtl(store, { dataset: 'gems' });
+    const { platform, files } = await seeded();
+    await platform.ingest(
+      [await writeText(join(files, 'header.csv'), 'carat,cut,price,certified,sold_at\n')],
+      'gems',
+    );
+    const run = await runEtl(platform, { dataset: 'gems' });
     expect(run.shardResults.find((s) => s.key.endsWith('header.csv'))).toMatchObject({
       read: 0,
       accepted: 0,
@@ -431,52 +401,59 @@ describe('bad input', () => {
     expect(run).toMatchObject({ read: 200, accepted: 200 });
 
     const fresh = await newLake();
-    await ingestFiles(fresh.store, 'lonely', [await writeText(join(fresh.files, 'h.csv'), 'a,b\n')]);
-    await expect(runEtl(fresh.store, { dataset: 'lonely' })).rejects.toThrow(
-      /no schema contract could be inferred/,
-    );
+    await fresh.platform.ingest([await writeText(join(fresh.files, 'h.csv'), 'a,b\n')], 'lonely');
+    const error = await failedEtl(fresh.platform, { dataset: 'lonely' });
+    expect(error.message).toMatch(/no schema contract could be inferred/);
+    expect(await fresh.store.list('curated/')).toEqual([]);
   });
 
   it('quarantines malformed JSON lines and non-object lines instead of dropping them', async () => {
-    const { store, files } = await seeded();
+    const { platform, files } = await seeded();
     const rows = sampleRows(98, 700).map((r) => JSON.stringify(r));
     const text = `${[...rows, '{"carat": 0.5, "cut": "Go', '[1, 2, 3]'].join('\n')}\n`;
-    await ingestFiles(store, 'gems', [await writeText(join(files, 'broken.jsonl'), text)]);
-    const run = await runEtl(store, { dataset: 'gems' });
+    await platform.ingest([await writeText(join(files, 'broken.jsonl'), text)], 'gems');
+    const run = await runEtl(platform, { dataset: 'gems' });
     const shard = run.shardResults.find((s) => s.key.endsWith('broken.jsonl'));
     expect(shard).toMatchObject({ read: 100, accepted: 98, quarantined: 2 });
     expect(shard?.reasons).toEqual({ 'json:malformed': 1, 'json:not-an-object': 1 });
   });
 
   it('quarantines every row of a Parquet file with a different schema, so the run fails loudly', async () => {
-    const { store, files } = await seeded();
+    const { platform, store, files } = await seeded();
     const other = await writeParquet(
       join(files, 'other.parquet'),
       'SELECT i AS id, i * 2 AS score FROM range(100) t(i)',
     );
-    await ingestFiles(store, 'gems', [other]);
-    const error = await runEtl(store, { dataset: 'gems' }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(PolicyError);
-    const plan = await planEtl(store, { dataset: 'gems' });
-    const otherShard = plan.shards.find((s) => s.key.endsWith('other.parquet'));
-    if (!otherShard) throw new Error('other.parquet is not in the plan');
-    const shard = await processShard(store, { dataset: 'gems', runId: plan.runId, shard: otherShard });
+    await platform.ingest([other], 'gems');
+    const error = await failedEtl(platform, { dataset: 'gems' });
+    expect(error.error).toBe('PolicyError');
+    expect(error.message).toMatch(/100 of 300 rows \(33\.33 %\) were quarantined/);
+    // The failed run's report keeps every shard's result: nothing was lost, all of it is accounted for.
+    const reports = (await store.list('runs/etl/')).filter((r) => !r.key.endsWith('-failed.json'));
+    const report = JSON.parse((await store.get(reports.at(-1)?.key ?? '')).toString()) as {
+      status: string;
+      shards: ShardResult[];
+    };
+    expect(report.status).toBe('failed');
+    const shard = report.shards.find((s) => s.key.endsWith('other.parquet'));
     expect(shard).toMatchObject({
       read: 100,
       accepted: 0,
       quarantined: 100,
       reasons: { 'missing:carat': 100 },
     });
-    expect(shard.schemaDrift).toEqual(
+    expect(shard?.schemaDrift).toEqual(
       expect.arrayContaining(['missing column "carat"', expect.stringMatching(/new column "id"/)]),
     );
+    // The curated version from before is untouched.
+    expect((await readManifest(store, 'gems')).rows.read).toBe(200);
   });
 
   it('infers one contract when shards of a new dataset race, and every shard enforces it', async () => {
-    const { store, files } = await newLake();
+    const { platform, store, files } = await newLake();
     const a = await writeText(join(files, 'a.csv'), csvText(sampleRows(100)));
     const b = await writeText(join(files, 'b.jsonl'), jsonlText(sampleRows(100, 100)));
-    const landing = await ingestFiles(store, 'race', [a, b]);
+    const landing = await platform.ingest([a, b], 'race');
     const [shardA, shardB] = landing.objects;
     if (!shardA || !shardB) throw new Error('expected two objects');
     const results = await Promise.all([
@@ -536,7 +513,7 @@ describe('helpers and handlers', () => {
   });
 
   it('handlers validate their input with a clear ValidationError and run the same logic', async () => {
-    const { store, files } = await newLake();
+    const { platform, store, files } = await newLake();
     process.env.KILN_LAKE = store.root;
     const context = {
       functionName: 'test',
@@ -558,7 +535,7 @@ describe('helpers and handlers', () => {
       finalize.handler({ dataset: 'gems', runId: '../x', shardResults: [] }, context as never),
     ).rejects.toThrow(/runId/);
 
-    await ingestFiles(store, 'gems', [await writeText(join(files, 'g.csv'), csvText(sampleRows(50)))]);
+    await platform.ingest([await writeText(join(files, 'g.csv'), csvText(sampleRows(50)))], 'gems');
     const key = (await store.list('raw/gems/'))[0]?.key ?? '';
     const event = {
       'detail-type': 'Object Created',
