@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { IntegrityError, ValidationError } from '../core/errors.ts';
 import type { CategoricalProfile, ColumnProfile, NumericProfile } from '../core/profile.ts';
+import { rng } from '../ml/split.ts';
 import { chiSquaredSurvival, kolmogorovSurvival } from './special.ts';
 
 /**
@@ -322,7 +323,7 @@ export class ColumnAccumulator {
     private readonly maxSample: number = DEFAULT_DRIFT_SETTINGS.maxSample,
   ) {
     this.binCounts = baseline.kind === 'numeric' ? new Array<number>(baseline.edges.length + 1).fill(0) : [];
-    this.random = mulberry32(hashString(name));
+    this.random = rng(hashString(name));
   }
 
   /** Adds one raw value; null, undefined, '' and NaN are missing; values of the wrong type are invalid. */
@@ -718,18 +719,6 @@ function assertAligned(a: ReadonlyArray<number>, b: ReadonlyArray<number>): void
   if (a.length !== b.length) {
     throw new ValidationError(`distributions must have the same bins, got ${a.length} and ${b.length}`);
   }
-}
-
-/** mulberry32: a small seeded PRNG, so the same traffic gives the same report. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function hashString(text: string): number {

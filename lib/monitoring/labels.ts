@@ -3,10 +3,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
-import { ConflictError, ValidationError } from '../core/errors.ts';
+import { ConflictError, describeError, ValidationError } from '../core/errors.ts';
 import { discardEvents, type EventPublisher } from '../core/events.ts';
-import { sniffFormat } from '../etl/detect.ts';
-import { lit, withDuckDB } from '../etl/duck.ts';
+import { readTableFile } from '../etl/tables.ts';
 import type { VersionRecord } from '../registry/records.ts';
 import { ModelRegistry } from '../registry/registry.ts';
 import { assertName, lake } from '../store/layout.ts';
@@ -257,24 +256,11 @@ export interface NormalisedLabels {
  * `yes`/`no` into booleans and `007` into 7; numbers are parsed per task in {@link normaliseLabelRows}.
  */
 export async function readLabelFile(path: string): Promise<Array<Record<string, unknown>>> {
-  const { format, compression } = await sniffFormat(path);
-  const gzip = compression === 'gzip';
-  const from =
-    format === 'parquet'
-      ? `read_parquet(${lit(path)})`
-      : format === 'jsonl'
-        ? `read_json(${lit(path)}, format='newline_delimited', compression=${lit(gzip ? 'gzip' : 'uncompressed')})`
-        : `read_csv(${lit(path)}, all_varchar=true, compression=${lit(gzip ? 'gzip' : 'none')})`;
-  return withDuckDB(async (duck) => {
-    try {
-      return await duck.all(`SELECT * FROM ${from}`);
-    } catch (error) {
-      const first = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
-      throw new ValidationError(`label file ${basename(path)} cannot be read as ${format}: ${first}`, {
-        cause: error,
-      });
-    }
-  });
+  try {
+    return await readTableFile(path, { textColumns: true });
+  } catch (error) {
+    throw new ValidationError(`label file ${basename(path)}: ${describeError(error)}`, { cause: error });
+  }
 }
 
 /**

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describeError, KilnError, NotFoundError } from '../core/errors.ts';
 import { EventTypes, type KilnEvent } from '../core/events.ts';
 import { LocalPlatform, REPO_ROOT } from '../local/platform.ts';
-import { mulberry32 } from '../monitoring/drift.ts';
+import { rng as mulberry32 } from '../ml/split.ts';
 import { ingestLabels } from '../monitoring/labels.ts';
 import { type DriftReport, runMonitor } from '../monitoring/monitor.ts';
 import { RegistryModelSource } from '../registry/model-source.ts';

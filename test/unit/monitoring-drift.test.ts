@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { binShares, type ColumnProfile, profileColumn } from '../../lib/core/profile.ts';
+import { rng as mulberry32 } from '../../lib/ml/split.ts';
 import {
   adjustPValues,
   assessDrift,
@@ -15,7 +16,6 @@ import {
   jensenShannonDistance,
   ksPValue,
   ksStatistic,
-  mulberry32,
   NEW_CATEGORY,
   parseBaseline,
   populationStabilityIndex,

@@ -1,5 +1,5 @@
 import type { ColumnContract } from '../../lib/core/schema.ts';
-import { mulberry32 } from '../../lib/monitoring/drift.ts';
+import { rng as mulberry32 } from '../../lib/ml/split.ts';
 import type { VersionRecord } from '../../lib/registry/records.ts';
 import type { ModelRegistry } from '../../lib/registry/registry.ts';
 import { trainOnRows } from '../../lib/training/contract.ts';
