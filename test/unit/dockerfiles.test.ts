@@ -5,7 +5,11 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../support/cli.ts';
 
-const DOCKERFILES = ['containers/inference/Dockerfile', 'containers/training/Dockerfile', 'functions/Dockerfile'];
+const DOCKERFILES = [
+  'containers/inference/Dockerfile',
+  'containers/training/Dockerfile',
+  'functions/Dockerfile',
+];
 const run = promisify(execFile);
 
 // No Docker engine here: the images cannot be built, so their Dockerfiles are linted and their policies checked.
