@@ -1,5 +1,6 @@
 import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as cognito from 'aws-cdk-lib/aws-cognito';
+import type * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -28,6 +29,10 @@ export interface KilnPlatformStackProps extends StackProps {
   readonly inferenceInstanceType?: string;
   /** SageMaker training instance type. @default 'ml.m5.xlarge' */
   readonly trainingInstanceType?: string;
+  /** Instance type for bring-your-own training images (often a GPU type). @default trainingInstanceType */
+  readonly byoTrainingInstanceType?: string;
+  /** ECR repositories of bring-your-own training images the pipeline may pull. @default none */
+  readonly byoImageRepositories?: readonly ecr.IRepository[];
   /**
    * `sagemaker`: a GPU SageMaker endpoint behind the inference API; `lambda`: a container-image Lambda
    * running ONNX Runtime on CPU behind the same API, and no endpoint.
@@ -150,6 +155,8 @@ export class KilnPlatformStack extends Stack {
       bus,
       failureFunction: this.failureFunction.function,
       trainingInstanceType: props.trainingInstanceType,
+      byoTrainingInstanceType: props.byoTrainingInstanceType,
+      byoImageRepositories: props.byoImageRepositories,
       logEncryptionKey: this.logKey,
       logRetention,
     });
