@@ -7,7 +7,11 @@ import { encodeTarget } from './dataset.ts';
 
 type Row = Record<string, unknown>;
 
-/** Held-out metrics of a set of predictions; rows whose label the model never saw count as errors. */
+/**
+ * Held-out metrics of a set of predictions. A row whose label the model never saw counts as a miss in
+ * `accuracy`; the other metrics are computed on rows with known labels, and `unseen_labels` says how many
+ * rows were left out of them.
+ */
 export function scorePredictions(
   output: ModelOutput,
   rows: ReadonlyArray<Row>,
@@ -19,7 +23,6 @@ export function scorePredictions(
   if (task === 'regression') {
     return { ...regressionMetrics(y, output.values ?? new Float32Array()), rows: rows.length };
   }
-  // A label absent from training cannot be predicted: score it as a miss against an impossible class.
   const unseen = y.filter((label) => label < 0).length;
   const known = Float64Array.from(y, (label) => (label < 0 ? Number.NaN : label));
   const keep = [...known.keys()].filter((i) => !Number.isNaN(known[i] as number));
