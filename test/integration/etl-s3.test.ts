@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { FinalizeResult } from '../../lib/etl/finalize.ts';
 import { ingestFiles } from '../../lib/etl/ingest.ts';
 import { readManifest } from '../../lib/etl/manifest.ts';
@@ -10,7 +10,7 @@ import { readCuratedRows } from '../../lib/etl/tables.ts';
 import { PipelineFailedError } from '../../lib/local/pipeline-runner.ts';
 import { LocalPlatform } from '../../lib/local/platform.ts';
 import { S3Store } from '../../lib/store/s3-store.ts';
-import { type RunningS3rver, S3RVER_CREDENTIALS, startS3rver } from '../support/s3rver.ts';
+import { useS3rver } from '../support/s3rver.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -19,23 +19,10 @@ import { tempDir } from '../support/temp.ts';
  * shard downloads its object, or fetches only its byte range with a ranged GET.
  */
 describe('ETL on an S3 lake (s3rver)', () => {
-  let s3: RunningS3rver | undefined;
-  const savedEnv = { ...process.env };
-
-  beforeAll(async () => {
-    s3 = await startS3rver('kiln-etl');
-    process.env.KILN_S3_ENDPOINT = s3.endpoint;
-    process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
-    process.env.AWS_REGION = 'us-east-1';
-  });
-  afterAll(async () => {
-    process.env = savedEnv;
-    await s3?.stop();
-  });
+  const s3rver = useS3rver('kiln-etl');
 
   it('validates, quarantines, splits big objects into ranged reads and curates a version on S3', async () => {
-    if (!s3) throw new Error('s3rver did not start');
+    const s3 = s3rver();
     const dir = await tempDir();
     // The local platform provides the synthesized state machine and the handlers; the lake is the bucket.
     const platform = await LocalPlatform.open({ home: join(dir, 'home') });

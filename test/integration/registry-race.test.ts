@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { KilnEvent } from '../../lib/core/events.ts';
 import { LocalEventBus } from '../../lib/local/event-bus.ts';
 import { ModelRegistry, sha256Hex } from '../../lib/registry/registry.ts';
@@ -9,7 +9,7 @@ import { FileSystemStore } from '../../lib/store/fs-store.ts';
 import type { ObjectStore } from '../../lib/store/object-store.ts';
 import { S3Store } from '../../lib/store/s3-store.ts';
 import { registration } from '../support/registry-fixtures.ts';
-import { type RunningS3rver, S3RVER_CREDENTIALS, startS3rver } from '../support/s3rver.ts';
+import { useS3rver } from '../support/s3rver.ts';
 
 interface Move {
   previous: number | null;
@@ -148,24 +148,12 @@ describeRace(
 );
 
 describe('S3Store on s3rver', () => {
-  let s3: RunningS3rver | undefined;
-  const savedEnv = { ...process.env };
-  beforeAll(async () => {
-    s3 = await startS3rver('kiln-registry-race');
-    process.env.KILN_S3_ENDPOINT = s3.endpoint;
-    process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
-    process.env.AWS_REGION = 'us-east-1';
-  });
-  afterAll(async () => {
-    process.env = savedEnv;
-    await s3?.stop();
-  });
+  const s3rver = useS3rver('kiln-registry-race');
 
   describeRace(
     'S3Store',
     async () => {
-      if (!s3) throw new Error('s3rver did not start');
+      const s3 = s3rver();
       return S3Store.fromUri(`s3://${s3.bucket}/race`);
     },
     8,

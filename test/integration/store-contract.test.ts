@@ -9,7 +9,7 @@ import { ConflictError, NotFoundError, ValidationError } from '../../lib/core/er
 import { FileSystemStore } from '../../lib/store/fs-store.ts';
 import { type ObjectStore, toJsonBody } from '../../lib/store/object-store.ts';
 import { S3Store } from '../../lib/store/s3-store.ts';
-import { type RunningS3rver, S3RVER_CREDENTIALS, startS3rver } from '../support/s3rver.ts';
+import { S3RVER_CREDENTIALS, useS3rver } from '../support/s3rver.ts';
 
 const MiB = 1024 * 1024;
 const WRITERS = 20;
@@ -318,27 +318,8 @@ describeObjectStoreContract('FileSystemStore', async () => {
 });
 
 describe('S3Store on s3rver', () => {
-  let s3: RunningS3rver | undefined;
+  const running = useS3rver('kiln-contract');
   let storeCount = 0;
-  const savedEnv = { ...process.env };
-
-  beforeAll(async () => {
-    s3 = await startS3rver('kiln-contract');
-    // The store is configured the way a deployment configures it: from the environment.
-    process.env.KILN_S3_ENDPOINT = s3.endpoint;
-    process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
-    process.env.AWS_REGION = 'us-east-1';
-  });
-  afterAll(async () => {
-    process.env = savedEnv;
-    await s3?.stop();
-  });
-
-  const running = (): RunningS3rver => {
-    if (!s3) throw new Error('s3rver did not start');
-    return s3;
-  };
 
   describeObjectStoreContract('S3Store', async () =>
     S3Store.fromUri(`s3://${running().bucket}/contract-${++storeCount}`),

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { type S3WriteSemanticsShim, startS3WriteSemanticsShim } from './s3-write-semantics-shim.ts';
 
 /** The slice of s3rver's API used here; s3rver ships no type declarations. */
@@ -64,4 +65,28 @@ export async function startS3rver(bucket = 'kiln-test'): Promise<RunningS3rver> 
     await rm(directory, { recursive: true, force: true });
     throw error;
   }
+}
+
+/**
+ * Starts s3rver for the enclosing `describe` and points S3 clients at it through the environment, the way a
+ * deployment configures the S3 store; returns an accessor that throws if the server did not start.
+ */
+export function useS3rver(bucket: string): () => RunningS3rver {
+  let s3: RunningS3rver | undefined;
+  const savedEnv = { ...process.env };
+  beforeAll(async () => {
+    s3 = await startS3rver(bucket);
+    process.env.KILN_S3_ENDPOINT = s3.endpoint;
+    process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
+    process.env.AWS_REGION = 'us-east-1';
+  });
+  afterAll(async () => {
+    process.env = savedEnv;
+    await s3?.stop();
+  });
+  return () => {
+    if (!s3) throw new Error('s3rver did not start');
+    return s3;
+  };
 }
