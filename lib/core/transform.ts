@@ -416,18 +416,19 @@ function numericStep(step: FittedStep, column: string): (x: number) => number {
   }
 }
 
-/** Writes one column's features of one row into `out` at `at`; `out` is zero-filled beforehand. */
-type ColumnWriter = (row: Record<string, unknown>, r: number, out: Float32Array, at: number) => void;
+/** Writes one column's features, computed from that column's value in one row, into `out` at `at`. */
+type ColumnWriter = (value: unknown, out: Float32Array, at: number) => void;
 
 interface Plan {
   nFeatures: number;
-  writers: Array<{ at: number; write: ColumnWriter }>;
+  /** One per column that produces features: its name, its position in `inputs`, and where its features go. */
+  writers: Array<{ name: string; input: number; at: number; write: ColumnWriter }>;
 }
 
 // A fitted transform never changes once fitted (its hash covers it), so its compiled plan and column sets
 // are cached per object: the online server applies the same transform to every request.
 const compiledPlans = new WeakMap<FittedTransform, Plan>();
-const columnSets = new WeakMap<FittedTransform, { dropped: Set<string>; known: Set<string> }>();
+const columnSets = new WeakMap<FittedTransform, { dropped: boolean[]; known: Set<string> }>();
 
 function compile(fitted: FittedTransform): Plan {
   let plan = compiledPlans.get(fitted);
@@ -438,11 +439,12 @@ function compile(fitted: FittedTransform): Plan {
   return plan;
 }
 
-function columnSetsOf(fitted: FittedTransform): { dropped: Set<string>; known: Set<string> } {
+function columnSetsOf(fitted: FittedTransform): { dropped: boolean[]; known: Set<string> } {
   let sets = columnSets.get(fitted);
   if (!sets) {
+    const droppedNames = new Set(fitted.columns.filter(isDropped).map((c) => c.name));
     sets = {
-      dropped: new Set(fitted.columns.filter(isDropped).map((c) => c.name)),
+      dropped: fitted.inputs.map((c) => droppedNames.has(c.name)),
       known: new Set(fitted.inputs.map((c) => c.name)),
     };
     columnSets.set(fitted, sets);
@@ -460,6 +462,7 @@ function compileUncached(fitted: FittedTransform): Plan {
       'not a fitted transform: use fitTransform, or parseFittedTransform for stored JSON',
     );
   }
+  const inputIndex = new Map(fitted.inputs.map((c, i) => [c.name, i]));
   const writers: Plan['writers'] = [];
   let at = 0;
   fitted.columns.forEach((column, ci) => {
@@ -470,7 +473,13 @@ function compileUncached(fitted: FittedTransform): Plan {
       );
     }
     const width = columnFeatureNames(column.name, params.steps).length;
-    if (width > 0) writers.push({ at, write: columnWriter(column, params.steps) });
+    if (width > 0) {
+      const input = inputIndex.get(column.name);
+      if (input === undefined) {
+        throw new ValidationError(`fitted transform: column "${column.name}" is not one of its inputs`);
+      }
+      writers.push({ name: column.name, input, at, write: columnWriter(column, params.steps) });
+    }
     at += width;
   });
   if (at !== fitted.featureNames.length) {
@@ -486,8 +495,8 @@ function columnWriter(column: TransformColumn, steps: ReadonlyArray<FittedStep>)
   const last = steps.at(-1);
   if (last?.op === 'dateparts') {
     const parts = last.parts;
-    return (row, r, out, at) => {
-      const ms = readTimestamp(name, cell(row, name, r));
+    return (value, out, at) => {
+      const ms = readTimestamp(name, value);
       if (Number.isNaN(ms)) {
         for (let k = 0; k < parts.length; k++) out[at + k] = Number.NaN;
         return;
@@ -501,12 +510,11 @@ function columnWriter(column: TransformColumn, steps: ReadonlyArray<FittedStep>)
   if (last && CATEGORICAL_OPS.has(last.op)) {
     const first = steps[0];
     const fill = first?.op === 'impute' ? String(first.fill) : null;
-    const read = (row: Record<string, unknown>, r: number) =>
-      readCategory(name, type, cell(row, name, r)) ?? fill;
+    const read = (value: unknown) => readCategory(name, type, value) ?? fill;
     if (last.op === 'hash') {
       const buckets = last.buckets;
-      return (row, r, out, at) => {
-        const key = read(row, r);
+      return (value, out, at) => {
+        const key = read(value);
         if (key !== null) out[at + (fnv1a32(key) % buckets)] = 1;
       };
     }
@@ -514,25 +522,28 @@ function columnWriter(column: TransformColumn, steps: ReadonlyArray<FittedStep>)
       const index = new Map(last.categories.map((c, i) => [c, i]));
       const unknown = last.categories.length;
       if (last.op === 'ordinal') {
-        return (row, r, out, at) => {
-          const key = read(row, r);
+        return (value, out, at) => {
+          const key = read(value);
           out[at] = key === null ? Number.NaN : (index.get(key) ?? unknown);
         };
       }
-      return (row, r, out, at) => {
-        const key = read(row, r);
+      return (value, out, at) => {
+        const key = read(value);
         // Missing stays all zeros, so the model can tell "absent" from "a category it never saw".
         if (key !== null) out[at + (index.get(key) ?? unknown)] = 1;
       };
     }
   }
   const fns = steps.map((s) => numericStep(s, name));
-  return (row, r, out, at) => {
-    let x = readNumeric(name, type, cell(row, name, r));
-    for (const f of fns) x = f(x);
+  return (value, out, at) => {
+    let x = readNumeric(name, type, value);
+    for (let k = 0; k < fns.length; k++) x = (fns[k] as (x: number) => number)(x);
     out[at] = x;
   };
 }
+
+/** Rows as `coerceRowInputs` returns them: typed values in the transform's `inputs` order. */
+export type InputValues = ReadonlyArray<unknown>;
 
 /**
  * Features of `rows` as a row-major float32 matrix: the one implementation behind ETL, training, batch
@@ -542,21 +553,45 @@ export function applyTransform(
   fitted: FittedTransform,
   rows: ReadonlyArray<Record<string, unknown>>,
 ): { features: Float32Array; nRows: number; nFeatures: number } {
+  return fillFeatures(fitted, rows.length, (writers, r, features, base) => {
+    const row = rows[r];
+    if (typeof row !== 'object' || row === null) {
+      throw new ValidationError(`expected an object keyed by column name, got ${describeValue(row)}`);
+    }
+    for (const { name, at, write } of writers) write(cell(row, name, r), features, base + at);
+  });
+}
+
+/**
+ * `applyTransform` for rows of values in `inputs` order (what `coerceRowInputs` returns): the same column
+ * writers, reached by position instead of by name, which is what the online server needs per request.
+ */
+export function applyTransformToInputs(
+  fitted: FittedTransform,
+  rows: ReadonlyArray<InputValues>,
+): { features: Float32Array; nRows: number; nFeatures: number } {
+  const width = fitted.inputs.length;
+  return fillFeatures(fitted, rows.length, (writers, r, features, base) => {
+    const row = rows[r];
+    if (!Array.isArray(row) || row.length !== width) {
+      throw new ValidationError(`expected ${width} values in inputs order, got ${describeValue(row)}`);
+    }
+    for (const { input, at, write } of writers) write(row[input], features, base + at);
+  });
+}
+
+function fillFeatures(
+  fitted: FittedTransform,
+  nRows: number,
+  writeRow: (writers: Plan['writers'], r: number, features: Float32Array, base: number) => void,
+): { features: Float32Array; nRows: number; nFeatures: number } {
   const { nFeatures, writers } = compile(fitted);
-  const nRows = rows.length;
   // Zero-filled, so one-hot and hash writers only set their ones. Each feature is computed in float64 and
   // stored once: that store is the single rounding to float32.
   const features = new Float32Array(nRows * nFeatures);
   let r = 0;
   try {
-    for (; r < nRows; r++) {
-      const row = rows[r];
-      if (typeof row !== 'object' || row === null) {
-        throw new ValidationError(`expected an object keyed by column name, got ${describeValue(row)}`);
-      }
-      const base = r * nFeatures;
-      for (const { at, write } of writers) write(row, r, features, base + at);
-    }
+    for (; r < nRows; r++) writeRow(writers, r, features, r * nFeatures);
   } catch (error) {
     if (error instanceof ValidationError && !error.message.startsWith('row ')) {
       throw new ValidationError(`row ${r}: ${error.message}`, { cause: error });
@@ -579,43 +614,66 @@ export function applyTransform(
 // ---------------------------------------------------------------------------------------------------------
 
 /**
- * Turns one request row (object by column name, or array in `inputs` order; CSV strings allowed) into the
- * typed values `applyTransform` expects. Dropped columns are accepted and left out of the result.
+ * Turns one request row (object by column name, or array in `inputs` order; CSV strings allowed) into typed
+ * values in `inputs` order, ready for `applyTransformToInputs`. Dropped columns are accepted and left null.
  */
-export function coerceRowValues(
+export function coerceRowInputs(
   fitted: FittedTransform,
   row: Record<string, unknown> | unknown[],
-): Record<string, unknown> {
+): unknown[] {
   const inputs = fitted.inputs;
   const { dropped, known } = columnSetsOf(fitted);
-  const out: Record<string, unknown> = {};
-  let cellOf: (input: InputColumn, i: number) => unknown;
+  const out: unknown[] = new Array(inputs.length);
   if (Array.isArray(row)) {
     if (row.length !== inputs.length) {
       throw new ValidationError(
         `expected ${inputs.length} values in inputs order (${inputs.map((c) => c.name).join(', ')}), got ${row.length}`,
       );
     }
-    cellOf = (_input, i) => row[i];
-  } else if (typeof row === 'object' && row !== null) {
-    for (const key of Object.keys(row)) {
-      if (known.has(key)) continue;
-      const why = key === fitted.target ? ` ("${key}" is the target, not an input)` : '';
-      throw new ValidationError(
-        `unknown column "${key}"${why}; allowed: ${inputs.map((c) => c.name).join(', ')}`,
-      );
-    }
-    cellOf = (input) => row[input.name];
-  } else {
+    for (let i = 0; i < inputs.length; i++)
+      out[i] = coerceInput(inputs[i] as InputColumn, dropped[i], row[i]);
+    return out;
+  }
+  if (typeof row !== 'object' || row === null) {
     throw new ValidationError(`a row must be an object or an array, got ${describeValue(row)}`);
   }
-  inputs.forEach((input, i) => {
-    if (dropped.has(input.name)) return;
-    const value = coerceValue(input.name, input.type, cellOf(input, i));
-    if (value === null && !input.nullable) {
-      throw new ValidationError(`column "${input.name}" is not nullable; a ${input.type} value is required`);
-    }
-    out[input.name] = value;
+  for (const key of Object.keys(row)) {
+    if (known.has(key)) continue;
+    const why = key === fitted.target ? ` ("${key}" is the target, not an input)` : '';
+    throw new ValidationError(
+      `unknown column "${key}"${why}; allowed: ${inputs.map((c) => c.name).join(', ')}`,
+    );
+  }
+  for (let i = 0; i < inputs.length; i++) {
+    const input = inputs[i] as InputColumn;
+    out[i] = coerceInput(input, dropped[i], row[input.name]);
+  }
+  return out;
+}
+
+function coerceInput(input: InputColumn, dropped: boolean | undefined, raw: unknown): unknown {
+  if (dropped) return null;
+  const value = coerceValue(input.name, input.type, raw);
+  if (value === null && !input.nullable) {
+    throw new ValidationError(`column "${input.name}" is not nullable; a ${input.type} value is required`);
+  }
+  return value;
+}
+
+/** `coerceRowInputs` as an object by column name (dropped columns left out), the shape capture records keep. */
+export function coerceRowValues(
+  fitted: FittedTransform,
+  row: Record<string, unknown> | unknown[],
+): Record<string, unknown> {
+  return inputsAsObject(fitted, coerceRowInputs(fitted, row));
+}
+
+/** Values in `inputs` order as an object by column name, dropped columns left out. */
+export function inputsAsObject(fitted: FittedTransform, values: InputValues): Record<string, unknown> {
+  const { dropped } = columnSetsOf(fitted);
+  const out: Record<string, unknown> = {};
+  fitted.inputs.forEach((input, i) => {
+    if (!dropped[i]) out[input.name] = values[i];
   });
   return out;
 }

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { describeError, ValidationError } from '../core/errors.ts';
-import { coerceRowValues } from '../core/transform.ts';
+import { coerceRowInputs, inputsAsObject } from '../core/transform.ts';
 import type { ModelOutput } from '../ml/types.ts';
 import type { RequestCapture } from './capture.ts';
 import type { Deployment } from './model-host.ts';
@@ -251,7 +251,7 @@ export class CanaryRouter implements TrafficRouter {
     const done = (async () => {
       let status = 200;
       try {
-        const rows = request.rows.map((row) => coerceRowValues(challenger.transform, row));
+        const rows = request.rows.map((row) => coerceRowInputs(challenger.transform, row));
         const output = await challenger.batcher.submit(rows);
         const predictions = predictionsOf(output, challenger.model.classes);
         this.challenger.predicted(request.requestId, predictions, (performance.now() - started) / 1000);
@@ -263,7 +263,7 @@ export class CanaryRouter implements TrafficRouter {
             time: new Date(request.time).toISOString(),
             model: challenger.name,
             version: challenger.version,
-            inputs: rows,
+            inputs: rows.map((row) => inputsAsObject(challenger.transform, row)),
             outputs: predictions,
           });
         }

@@ -1,6 +1,6 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { ValidationError } from '../core/errors.ts';
-import { applyTransform, coerceRowValues, type FittedTransform } from '../core/transform.ts';
+import { applyTransformToInputs, coerceRowInputs, type FittedTransform } from '../core/transform.ts';
 import { OnnxModel } from '../ml/onnx-model.ts';
 import { httpStatusOf, PayloadTooLargeError } from './errors.ts';
 import type { ModelSource } from './model-source.ts';
@@ -52,9 +52,9 @@ export class LambdaModelHost {
         transform.target,
         MAX_ROWS,
       );
-      const { features, nRows } = applyTransform(
+      const { features, nRows } = applyTransformToInputs(
         transform,
-        rows.map((row) => coerceRowValues(transform, row)),
+        rows.map((row) => coerceRowInputs(transform, row)),
       );
       const output = await model.run(features, nRows);
       return response(200, predictionsJson(predictionsOf(output, model.classes)), {

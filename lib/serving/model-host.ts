@@ -1,5 +1,10 @@
 import { describeError, IntegrityError, NotFoundError } from '../core/errors.ts';
-import { applyTransform, type FittedTransform, type InputColumn } from '../core/transform.ts';
+import {
+  applyTransformToInputs,
+  type FittedTransform,
+  type InputColumn,
+  type InputValues,
+} from '../core/transform.ts';
 import { OnnxModel, type ProviderChoice } from '../ml/onnx-model.ts';
 import { type BatcherOptions, MicroBatcher } from './batcher.ts';
 import type { ServingMetrics } from './metrics.ts';
@@ -35,7 +40,7 @@ function writeLog(level: string, message: string, fields?: Record<string, unknow
  * `acquire`/`release`, so a reload can swap in a new version while in-flight requests finish on this one.
  */
 export class Deployment {
-  readonly batcher: MicroBatcher<Record<string, unknown>>;
+  readonly batcher: MicroBatcher<InputValues>;
   readonly loadedAt = new Date().toISOString();
   readonly inputs: InputColumn[];
   private refs = 0;
@@ -53,7 +58,7 @@ export class Deployment {
     this.inputs = transform.inputs;
     // The transform runs per batch, not per request: its per-call setup is then paid once per model call.
     this.batcher = new MicroBatcher((rows) => {
-      const { features, nRows } = applyTransform(transform, rows);
+      const { features, nRows } = applyTransformToInputs(transform, rows);
       return model.run(features, nRows);
     }, batching);
   }

@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { IntegrityError, ValidationError } from '../../lib/core/errors.ts';
 import {
   applyTransform,
+  applyTransformToInputs,
   canonicalJson,
+  coerceRowInputs,
   coerceRowValues,
   type FittedTransform,
   fitTransform,
@@ -151,6 +153,9 @@ describe('batch vs online identity', () => {
       for (const request of [csvObject, csvArray, json]) {
         const online = applyTransform(fitted, [coerceRowValues(fitted, request)]);
         expect(Buffer.compare(bytes(online.features), expected)).toBe(0);
+        // The server's path: values in inputs order, features written by position.
+        const served = applyTransformToInputs(fitted, [coerceRowInputs(fitted, request)]);
+        expect(Buffer.compare(bytes(served.features), expected)).toBe(0);
       }
     });
   });
@@ -164,6 +169,16 @@ describe('batch vs online identity', () => {
     );
     const online = applyTransform(fitted, coerced);
     expect(Buffer.compare(bytes(online.features), bytes(batch.features))).toBe(0);
+    const served = applyTransformToInputs(
+      fitted,
+      SCORE.map((row, r) =>
+        coerceRowInputs(
+          fitted,
+          inputs.map((name) => csvText(name, row[name], r + 2)),
+        ),
+      ),
+    );
+    expect(Buffer.compare(bytes(served.features), bytes(batch.features))).toBe(0);
     // The fixture exercises missing values and unknown categories, not only the happy path.
     expect(batch.features.some(Number.isNaN)).toBe(true);
     expect(fitted.featureNames).toContain('city=__unknown__');
@@ -334,5 +349,16 @@ describe('coerceRowValues', () => {
   it('checks array length against inputs', () => {
     expect(message(['x', 1])).toContain('expected 11 values in inputs order (id, age, income');
     expect(() => coerceRowValues(fitted, 'a,b' as unknown as Row)).toThrow(/object or an array/);
+    expect(() => applyTransformToInputs(fitted, [['x', 1]])).toThrow(
+      'row 0: expected 11 values in inputs order',
+    );
+  });
+
+  it('keeps values in inputs order, with dropped columns left null', () => {
+    const values = coerceRowInputs(fitted, { id: 'x', age: '42', city: 'Paris' });
+    expect(values).toHaveLength(fitted.inputs.length);
+    expect(values[fitted.inputs.findIndex((c) => c.name === 'id')]).toBeNull();
+    expect(values[fitted.inputs.findIndex((c) => c.name === 'age')]).toBe(42);
+    expect(values[fitted.inputs.findIndex((c) => c.name === 'city')]).toBe('Paris');
   });
 });
