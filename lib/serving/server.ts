@@ -3,7 +3,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { describeError, KilnError, NotFoundError, ValidationError } from '../core/errors.ts';
-import { coerceRowValues } from '../core/transform.ts';
+import { coerceRowInputs, type InputValues, inputsAsObject } from '../core/transform.ts';
 import type { ProviderChoice } from '../ml/onnx-model.ts';
 import type { ModelOutput } from '../ml/types.ts';
 import type { ObjectStore } from '../store/object-store.ts';
@@ -33,7 +33,7 @@ import {
   negotiate,
   parseInvocationBody,
   predictionsCsv,
-  predictionsJson,
+  predictionsJsonOf,
   predictionsOf,
   type RawRow,
 } from './sagemaker.ts';
@@ -97,6 +97,11 @@ export interface InferenceServerOptions {
   /** Poll `source.current` this often and reload moved models; 0 = never. @default 0 */
   pollIntervalMs?: number;
   logger?: ServingLogger;
+  /**
+   * `/metrics` text for a server made of several worker processes (lib/serving/cluster.ts).
+   * @default this process's own metrics
+   */
+  clusterMetrics?: () => Promise<string>;
   /** Reported by `GET /v2`. */
   serverName?: string;
   serverVersion?: string;
@@ -307,11 +312,11 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     return host.get(name, version);
   }
 
-  function toRows(deployment: Deployment, raw: ReadonlyArray<RawRow>): Record<string, unknown>[] {
-    const out: Record<string, unknown>[] = new Array(raw.length);
+  function toRows(deployment: Deployment, raw: ReadonlyArray<RawRow>): InputValues[] {
+    const out: InputValues[] = new Array(raw.length);
     for (let i = 0; i < raw.length; i++) {
       try {
-        out[i] = coerceRowValues(deployment.transform, raw[i] as RawRow);
+        out[i] = coerceRowInputs(deployment.transform, raw[i] as RawRow);
       } catch (error) {
         if (error instanceof ValidationError) {
           throw new ValidationError(`${raw.length > 1 ? `row ${i}: ` : ''}${error.message}`, {
@@ -324,11 +329,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     return out;
   }
 
-  async function score(
-    ctx: Ctx,
-    deployment: Deployment,
-    rows: Record<string, unknown>[],
-  ): Promise<ModelOutput> {
+  async function score(ctx: Ctx, deployment: Deployment, rows: InputValues[]): Promise<ModelOutput> {
     const output = await deployment.batcher.submit(rows);
     metrics.rows.inc({ model: ctx.model, version: ctx.version }, rows.length);
     return output;
@@ -343,26 +344,29 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
   function scoredBy(
     ctx: Ctx,
     deployment: Deployment,
-    rows: Record<string, unknown>[],
+    rows: InputValues[],
     output: ModelOutput,
     time: number,
     seconds: number,
   ): void {
     if (routers.size === 0) return;
+    const router = routers.get(deployment.name);
+    if (router === undefined) return;
     try {
-      routers.get(deployment.name)?.scored({ deployment, rows, output, requestId: ctx.id, time, seconds });
+      router.scored({
+        deployment,
+        rows: rows.map((row) => inputsAsObject(deployment.transform, row)),
+        output,
+        requestId: ctx.id,
+        time,
+        seconds,
+      });
     } catch (error) {
       logger.warn('traffic router failed', { model: deployment.name, error: describeError(error) });
     }
   }
 
-  function record(
-    ctx: Ctx,
-    deployment: Deployment,
-    rows: Record<string, unknown>[],
-    output: ModelOutput,
-    time: number,
-  ) {
+  function record(ctx: Ctx, deployment: Deployment, rows: InputValues[], output: ModelOutput, time: number) {
     if (capture === undefined || !capture.sample()) return;
     try {
       capture.record({
@@ -370,7 +374,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
         time: new Date(time).toISOString(),
         model: deployment.name,
         version: deployment.version,
-        inputs: rows,
+        inputs: rows.map((row) => inputsAsObject(deployment.transform, row)),
         outputs: predictionsOf(output, deployment.model.classes),
       });
     } catch (error) {
@@ -408,7 +412,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       const seconds = (performance.now() - ctx.start) / 1000;
       const classes = deployment.model.classes;
       if (format === 'csv') finish(ctx, 200, predictionsCsv(output, classes), 'text/csv; charset=utf-8');
-      else finish(ctx, 200, predictionsJson(predictionsOf(output, classes)), JSON_TYPE);
+      else finish(ctx, 200, predictionsJsonOf(output, classes), JSON_TYPE);
       record(ctx, deployment, rows, output, time);
       scoredBy(ctx, deployment, rows, output, time, seconds);
     } finally {
@@ -519,6 +523,9 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       case '/metrics':
         ctx.route = '/metrics';
         if (method !== 'GET') throw new MethodNotAllowedError('use GET for /metrics', 'GET');
+        if (options.clusterMetrics !== undefined) {
+          return options.clusterMetrics().then((text) => finish(ctx, 200, text, PROMETHEUS_CONTENT_TYPE));
+        }
         finish(ctx, 200, metrics.registry.render(), PROMETHEUS_CONTENT_TYPE);
         return;
       case '/v2':
