@@ -1,11 +1,16 @@
 /**
  * Entry point of the inference container: `docker run <image> serve` on SageMaker, `tsx
  * containers/inference/server.ts` anywhere else. Thin on purpose: configuration from the environment, the
- * server from lib/serving, graceful shutdown on SIGTERM.
+ * server from lib/serving, graceful shutdown on SIGTERM. With more than one worker
+ * (`SAGEMAKER_MODEL_SERVER_WORKERS`, default: one per vCPU) this process supervises that many copies of
+ * itself sharing the port (lib/serving/cluster.ts).
  */
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { describeError } from '../../lib/core/errors.ts';
 import { objectStoreCaptureSink } from '../../lib/serving/capture.ts';
+import { superviseWorkers, workerChannel } from '../../lib/serving/cluster.ts';
 import { jsonLogger } from '../../lib/serving/model-host.ts';
 import { DirectoryModelSource } from '../../lib/serving/model-source.ts';
 import { createInferenceServer, type InferenceServerOptions } from '../../lib/serving/server.ts';
@@ -34,6 +39,11 @@ const EnvSchema = z.object({
   /** `s3://bucket[/prefix]` or a folder; capture is off without it. */
   KILN_CAPTURE_LAKE: z.string().min(1).optional(),
   KILN_CAPTURE_RATE: z.coerce.number().min(0).max(1).default(1),
+  /**
+   * Server processes sharing the port, SageMaker's own name for the knob. Each loads its own copy of the
+   * models (on a GPU instance, each its own CUDA session). @default the number of vCPUs
+   */
+  SAGEMAKER_MODEL_SERVER_WORKERS: int(1).max(256).default(availableParallelism()),
 });
 
 async function main(argv: string[]): Promise<void> {
@@ -50,6 +60,15 @@ async function main(argv: string[]): Promise<void> {
     throw new Error(`invalid environment: ${issue?.path.join('.')}: ${issue?.message}`);
   }
   const env = parsed.data;
+  if (cluster.isPrimary && env.SAGEMAKER_MODEL_SERVER_WORKERS > 1) {
+    jsonLogger.info('starting workers', { workers: env.SAGEMAKER_MODEL_SERVER_WORKERS });
+    process.exitCode = await superviseWorkers({
+      workers: env.SAGEMAKER_MODEL_SERVER_WORKERS,
+      logger: jsonLogger,
+    });
+    return;
+  }
+  const channel = cluster.isWorker ? workerChannel(() => inference.metrics.registry.snapshot()) : undefined;
   const options: InferenceServerOptions = {
     source: new DirectoryModelSource({
       dir: env.KILN_MODEL_DIR,
@@ -65,6 +84,7 @@ async function main(argv: string[]): Promise<void> {
     limits: { maxBodyBytes: env.KILN_MAX_BODY_BYTES, maxRowsPerRequest: env.KILN_MAX_ROWS },
     pollIntervalMs: env.KILN_POLL_INTERVAL_MS,
     logger: jsonLogger,
+    ...(channel === undefined ? {} : { clusterMetrics: channel.clusterMetrics }),
   };
   if (env.KILN_ORT_THREADS !== undefined) options.intraOpNumThreads = env.KILN_ORT_THREADS;
   if (env.KILN_CAPTURE_LAKE !== undefined) {
@@ -99,6 +119,7 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 
   const address = await inference.listen(env.SAGEMAKER_BIND_TO_PORT, env.KILN_BIND_HOST);
+  channel?.announceReady();
   jsonLogger.info('inference server listening', {
     address: address.address,
     port: address.port,

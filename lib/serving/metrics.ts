@@ -23,8 +23,26 @@ function formatNumber(value: number): string {
   return String(value);
 }
 
+/**
+ * One metric's series as plain data: what a worker process sends to the primary so that `/metrics` on any
+ * worker reports the whole server (see lib/serving/cluster.ts), and what `render` formats.
+ */
+export interface MetricSnapshot {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  labelNames: string[];
+  /** Histograms: the bucket bounds, ascending. */
+  buckets?: number[];
+  /** How the same series from several processes combine: counters and histograms always add up. */
+  merge: 'sum' | 'max';
+  series: Array<
+    { values: string[]; value: number } | { values: string[]; counts: number[]; sum: number; count: number }
+  >;
+}
+
 interface Metric {
-  render(): string;
+  snapshot(): MetricSnapshot;
 }
 
 abstract class LabelledMetric<S> implements Metric {
@@ -39,12 +57,13 @@ abstract class LabelledMetric<S> implements Metric {
   protected abstract initial(): S;
 
   protected stateFor(labels: Labels | undefined): S {
-    const values = this.labelNames.map((n) => labels?.[n] ?? '');
     // \u0001 cannot appear in route, model or version names we emit, so the joined key is unambiguous.
-    const key = values.join('\u0001');
+    // Built without intermediate arrays: this runs several times per request.
+    let key = '';
+    for (const n of this.labelNames) key += `${labels?.[n] ?? ''}\u0001`;
     let entry = this.series.get(key);
     if (entry === undefined) {
-      entry = { values, state: this.initial() };
+      entry = { values: this.labelNames.map((n) => labels?.[n] ?? ''), state: this.initial() };
       this.series.set(key, entry);
     }
     return entry.state;
@@ -52,10 +71,12 @@ abstract class LabelledMetric<S> implements Metric {
 
   /** Forget one labelled series (e.g. a model version that was unloaded). */
   remove(labels: Labels): void {
-    this.series.delete(this.labelNames.map((n) => labels[n] ?? '').join('\u0001'));
+    let key = '';
+    for (const n of this.labelNames) key += `${labels[n] ?? ''}\u0001`;
+    this.series.delete(key);
   }
 
-  abstract render(): string;
+  abstract snapshot(): MetricSnapshot;
 }
 
 /** A monotonically increasing count. */
@@ -74,17 +95,30 @@ export class Counter extends LabelledMetric<{ value: number }> {
     return this.stateFor(labels).value;
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
-    for (const { values, state } of this.series.values()) {
-      lines.push(`${this.name}${renderLabels(this.labelNames, values)} ${formatNumber(state.value)}`);
-    }
-    return lines.join('\n');
+  snapshot(): MetricSnapshot {
+    return {
+      name: this.name,
+      help: this.help,
+      type: 'counter',
+      labelNames: [...this.labelNames],
+      merge: 'sum',
+      series: [...this.series.values()].map(({ values, state }) => ({ values, value: state.value })),
+    };
   }
 }
 
 /** A value that goes up and down. */
 export class Gauge extends LabelledMetric<{ value: number }> {
+  /** @param merge how several processes' values combine: 'sum' (queue sizes, memory) or 'max' (flags, uptime) */
+  constructor(
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    readonly merge: 'sum' | 'max' = 'sum',
+  ) {
+    super(name, help, labelNames);
+  }
+
   protected initial() {
     return { value: 0 };
   }
@@ -94,12 +128,15 @@ export class Gauge extends LabelledMetric<{ value: number }> {
     this.stateFor(labels).value = value;
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
-    for (const { values, state } of this.series.values()) {
-      lines.push(`${this.name}${renderLabels(this.labelNames, values)} ${formatNumber(state.value)}`);
-    }
-    return lines.join('\n');
+  snapshot(): MetricSnapshot {
+    return {
+      name: this.name,
+      help: this.help,
+      type: 'gauge',
+      labelNames: [...this.labelNames],
+      merge: this.merge,
+      series: [...this.series.values()].map(({ values, state }) => ({ values, value: state.value })),
+    };
   }
 }
 
@@ -136,20 +173,21 @@ export class Histogram extends LabelledMetric<HistogramState> {
     }
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    for (const { values, state } of this.series.values()) {
-      let cumulative = 0;
-      for (let i = 0; i < this.buckets.length; i++) {
-        cumulative += state.counts[i] ?? 0;
-        const le = `le="${formatNumber(this.buckets[i] as number)}"`;
-        lines.push(`${this.name}_bucket${renderLabels(this.labelNames, values, le)} ${cumulative}`);
-      }
-      lines.push(`${this.name}_bucket${renderLabels(this.labelNames, values, 'le="+Inf"')} ${state.count}`);
-      lines.push(`${this.name}_sum${renderLabels(this.labelNames, values)} ${formatNumber(state.sum)}`);
-      lines.push(`${this.name}_count${renderLabels(this.labelNames, values)} ${state.count}`);
-    }
-    return lines.join('\n');
+  snapshot(): MetricSnapshot {
+    return {
+      name: this.name,
+      help: this.help,
+      type: 'histogram',
+      labelNames: [...this.labelNames],
+      buckets: [...this.buckets],
+      merge: 'sum',
+      series: [...this.series.values()].map(({ values, state }) => ({
+        values,
+        counts: [...state.counts],
+        sum: state.sum,
+        count: state.count,
+      })),
+    };
   }
 }
 
@@ -169,11 +207,86 @@ export class MetricsRegistry {
     this.collectors.push(fn);
   }
 
+  /** Every metric as data, after running the collectors. */
+  snapshot(): MetricSnapshot[] {
+    for (const fn of this.collectors) fn();
+    return this.metrics.map((m) => m.snapshot());
+  }
+
   /** The exposition text (format 0.0.4). */
   render(): string {
-    for (const fn of this.collectors) fn();
-    return `${this.metrics.map((m) => m.render()).join('\n')}\n`;
+    return renderSnapshots([this.snapshot()]);
   }
+}
+
+/**
+ * Several processes' snapshots of the same registry as one exposition document: a series present in several
+ * snapshots is added up (counters, histograms, gauges marked 'sum') or takes the largest value ('max').
+ */
+export function renderSnapshots(processes: ReadonlyArray<ReadonlyArray<MetricSnapshot>>): string {
+  const families = new Map<
+    string,
+    { meta: MetricSnapshot; series: Map<string, MetricSnapshot['series'][number]> }
+  >();
+  for (const snapshot of processes) {
+    for (const metric of snapshot) {
+      let family = families.get(metric.name);
+      if (family === undefined) {
+        family = { meta: metric, series: new Map() };
+        families.set(metric.name, family);
+      }
+      for (const series of metric.series) {
+        const key = series.values.join('\u0001');
+        const seen = family.series.get(key);
+        family.series.set(
+          key,
+          seen === undefined ? cloneSeries(series) : combine(seen, series, metric.merge),
+        );
+      }
+    }
+  }
+  const lines: string[] = [];
+  for (const { meta, series } of families.values()) {
+    lines.push(`# HELP ${meta.name} ${meta.help}`, `# TYPE ${meta.name} ${meta.type}`);
+    for (const s of series.values()) {
+      if ('value' in s) {
+        lines.push(`${meta.name}${renderLabels(meta.labelNames, s.values)} ${formatNumber(s.value)}`);
+        continue;
+      }
+      const buckets = meta.buckets ?? [];
+      let cumulative = 0;
+      for (let i = 0; i < buckets.length; i++) {
+        cumulative += s.counts[i] ?? 0;
+        const le = `le="${formatNumber(buckets[i] as number)}"`;
+        lines.push(`${meta.name}_bucket${renderLabels(meta.labelNames, s.values, le)} ${cumulative}`);
+      }
+      lines.push(`${meta.name}_bucket${renderLabels(meta.labelNames, s.values, 'le="+Inf"')} ${s.count}`);
+      lines.push(`${meta.name}_sum${renderLabels(meta.labelNames, s.values)} ${formatNumber(s.sum)}`);
+      lines.push(`${meta.name}_count${renderLabels(meta.labelNames, s.values)} ${s.count}`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+type SeriesSnapshot = MetricSnapshot['series'][number];
+
+function cloneSeries(series: SeriesSnapshot): SeriesSnapshot {
+  return 'value' in series ? { ...series } : { ...series, counts: [...series.counts] };
+}
+
+function combine(a: SeriesSnapshot, b: SeriesSnapshot, merge: 'sum' | 'max'): SeriesSnapshot {
+  if ('value' in a && 'value' in b) {
+    return { values: a.values, value: merge === 'max' ? Math.max(a.value, b.value) : a.value + b.value };
+  }
+  if (!('value' in a) && !('value' in b)) {
+    return {
+      values: a.values,
+      counts: a.counts.map((c, i) => c + (b.counts[i] ?? 0)),
+      sum: a.sum + b.sum,
+      count: a.count + b.count,
+    };
+  }
+  return a;
 }
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -233,6 +346,7 @@ export function createServingMetrics() {
         'kiln_inference_model_loaded',
         'Model versions currently serving (1), with their execution provider.',
         ['model', 'version', 'provider'],
+        'max',
       ),
     ),
     reloads: registry.register(
@@ -250,9 +364,15 @@ export function createServingMetrics() {
       new Gauge('kiln_inference_requests_in_flight', 'Requests received and not yet answered.', []),
     ),
     uptime: registry.register(
-      new Gauge('kiln_process_uptime_seconds', 'Seconds since the server started.', []),
+      new Gauge('kiln_process_uptime_seconds', 'Seconds since the server started.', [], 'max'),
     ),
-    memory: registry.register(new Gauge('kiln_process_resident_memory_bytes', 'Resident set size.', [])),
+    memory: registry.register(
+      new Gauge(
+        'kiln_process_resident_memory_bytes',
+        'Resident set size (of every worker process together).',
+        [],
+      ),
+    ),
   };
   registry.onCollect(() => {
     metrics.uptime.set(undefined, (Date.now() - startedAt) / 1000);
