@@ -2,8 +2,10 @@
  * Inference server benchmark (not a test): `npx tsx bench/inference.ts [--duration 10] [--rounds 2]`.
  *
  * On loopback with autocannon, one single-row request for a 100-tree GBDT trained on spambase:
- *   1. the ceiling: a bare node:http server that reads the body and returns a fixed response of the same size;
- *   2. `/invocations` throughput with micro-batching on and off at 64 connections;
+ *   1. the ceiling: a bare node:http server that reads the body and returns a fixed response of the same size,
+ *      as one process and as one process per vCPU (node:cluster); the better of the two is the ceiling;
+ *   2. `/invocations` throughput with micro-batching on and off at 64 connections, with the container's default
+ *      workers (one per vCPU, SAGEMAKER_MODEL_SERVER_WORKERS) and with a single process;
  *   3. p50/p99 latency at 50 % of the measured maximum load;
  *   4. raw ONNX Runtime rows/s in a loop (and the transform's cost), to show where the time goes.
  * Servers run in child processes (the container entry point for Kiln), autocannon in this one.
@@ -12,10 +14,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { applyTransform, coerceRowValues, parseFittedTransform } from '../lib/core/transform.ts';
+import { applyTransformToInputs, coerceRowInputs, parseFittedTransform } from '../lib/core/transform.ts';
 import { OnnxModel } from '../lib/ml/onnx-model.ts';
 import { spambaseFixture } from '../test/support/model-fixtures.ts';
 
@@ -209,12 +211,16 @@ interface Running {
   stop(): Promise<void>;
 }
 
-async function startServer(kind: 'bare' | 'kiln', env: Record<string, string>): Promise<Running> {
+async function startServer(
+  kind: 'bare' | 'kiln',
+  env: Record<string, string>,
+  bareScript = '',
+): Promise<Running> {
   const port = 18_000 + Math.floor(Math.random() * 2000);
   const base = `http://127.0.0.1:${port}`;
   const child =
     kind === 'bare'
-      ? spawnServer(['-e', BARE_SERVER, String(port), env.BODY ?? ''], {})
+      ? spawnServer([bareScript, String(port), env.BODY ?? '', env.WORKERS ?? '1'], {})
       : spawnServer(['--import', 'tsx', 'containers/inference/server.ts', 'serve'], {
           SAGEMAKER_BIND_TO_PORT: String(port),
           KILN_BIND_HOST: '127.0.0.1',
@@ -222,6 +228,8 @@ async function startServer(kind: 'bare' | 'kiln', env: Record<string, string>): 
         });
   try {
     await waitReady(`${base}/ping`);
+    // A cluster answers /ping as soon as one worker listens; give the others time to load before measuring.
+    await new Promise((r) => setTimeout(r, 1500));
   } catch (error) {
     await stop(child);
     throw error;
@@ -229,19 +237,29 @@ async function startServer(kind: 'bare' | 'kiln', env: Record<string, string>): 
   return { base, stop: () => stop(child) };
 }
 
-// The ceiling: reads the request body (any server must) and answers a fixed body of the same size.
+// The ceiling: reads the request body (any server must) and answers a fixed body of the same size; with
+// WORKERS > 1, that many processes share the port through node:cluster, as the inference container's do.
 const BARE_SERVER = `
+const cluster = require('node:cluster');
 const http = require('node:http');
-const [port, body] = process.argv.slice(1);
-http.createServer((req, res) => {
-  if (req.url === '/ping') { res.writeHead(200, { 'content-length': 0 }); res.end(); return; }
-  req.on('data', () => {});
-  req.on('end', () => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
+const [port, body, workers] = process.argv.slice(2);
+if (cluster.isPrimary && Number(workers) > 1) {
+  for (let i = 0; i < Number(workers); i++) cluster.fork();
+  process.on('SIGTERM', () => {
+    for (const w of Object.values(cluster.workers)) w.process.kill('SIGTERM');
+    process.exit(0);
   });
-}).listen(Number(port), '127.0.0.1');
-process.on('SIGTERM', () => process.exit(0));
+} else {
+  http.createServer((req, res) => {
+    if (req.url === '/ping') { res.writeHead(200, { 'content-length': 0 }); res.end(); return; }
+    req.on('data', () => {});
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  }).listen(Number(port), '127.0.0.1');
+  process.on('SIGTERM', () => process.exit(0));
+}
 `;
 
 /** Child mode: train the model and write the artifacts, so the measuring process keeps a small, quiet heap. */
@@ -275,15 +293,18 @@ async function main(): Promise<void> {
     >[];
     const row = sampleRows[0] ?? {};
     const body = JSON.stringify({ instances: [Object.values(row)] });
-    const kilnEnv = (batching: boolean) => ({
+    const workers = String(availableParallelism());
+    const kilnEnv = (batching: boolean, processes: string) => ({
       KILN_MODEL_DIR: dir,
       KILN_MODEL_NAME: 'spam',
       KILN_EXECUTION_PROVIDER: 'cpu',
       KILN_BATCHING: batching ? 'on' : 'off',
+      SAGEMAKER_MODEL_SERVER_WORKERS: processes,
     });
+    const bareScript = join(dir, 'bare-server.cjs');
+    await writeFile(bareScript, BARE_SERVER);
 
-    const on = await startServer('kiln', kilnEnv(true));
-    const off = await startServer('kiln', kilnEnv(false));
+    const on = await startServer('kiln', kilnEnv(true, workers));
     // The response body the bare server must match in size.
     const sample = await (
       await fetch(`${on.base}/invocations`, {
@@ -292,58 +313,67 @@ async function main(): Promise<void> {
         headers: { 'content-type': 'application/json' },
       })
     ).text();
-    const bare = await startServer('bare', { BODY: sample });
-    const servers = { bare, on, off };
-
-    const run = (base: string, connections = CONNECTIONS) =>
-      load(`${base}/invocations`, body, { connections, duration: DURATION });
+    await on.stop();
+    // One server at a time: an idle cluster still holds memory, and the machine has few cores to share.
+    const configs = {
+      bare: () => startServer('bare', { BODY: sample, WORKERS: '1' }, bareScript),
+      bareCluster: () => startServer('bare', { BODY: sample, WORKERS: workers }, bareScript),
+      on: () => startServer('kiln', kilnEnv(true, workers)),
+      off: () => startServer('kiln', kilnEnv(false, workers)),
+      onSingle: () => startServer('kiln', kilnEnv(true, '1')),
+    };
+    type Config = keyof typeof configs;
+    const names = Object.keys(configs) as Config[];
     // Other work on a shared machine only ever slows a run down, so each configuration keeps its best of
     // ROUNDS runs, interleaved so that a noisy minute does not land on one configuration only.
-    const best: Record<keyof typeof servers, Load | undefined> = {
-      bare: undefined,
-      on: undefined,
-      off: undefined,
-    };
-    let results: { bare: Load; on: Load; off: Load; atHalf: Load; bareAtHalf: Load; single: Load };
-    try {
-      for (const name of ['bare', 'on', 'off'] as const) {
-        await load(`${servers[name].base}/invocations`, body, { connections: CONNECTIONS, duration: 2 });
-      }
-      for (let round = 1; round <= ROUNDS; round++) {
-        for (const name of ['bare', 'on', 'off'] as const) {
-          process.stderr.write(`round ${round}: ${name}…\n`);
-          const result = await run(servers[name].base);
+    const best: Partial<Record<Config, Load>> = {};
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const name of names) {
+        process.stderr.write(`round ${round}: ${name}…\n`);
+        const server = await configs[name]();
+        try {
+          await load(`${server.base}/invocations`, body, { connections: CONNECTIONS, duration: 2 });
+          const result = await load(`${server.base}/invocations`, body, {
+            connections: CONNECTIONS,
+            duration: DURATION,
+          });
           const previous = best[name];
           if (previous === undefined || result.rps > previous.rps) best[name] = result;
+        } finally {
+          await server.stop();
         }
       }
-      const max = best.on?.rps ?? 0;
-      process.stderr.write('latency at 50 % of max…\n');
-      const atHalf = await paced(`${on.base}/invocations`, body, Math.round(max / 2), DURATION, 32);
-      // The same paced load against the bare server: the floor this client and machine can measure.
-      const bareAtHalf = await paced(`${bare.base}/invocations`, body, Math.round(max / 2), DURATION, 32);
-      const single = await run(on.base, 1);
-      results = {
-        bare: best.bare as Load,
-        on: best.on as Load,
-        off: best.off as Load,
-        atHalf,
-        bareAtHalf,
-        single,
-      };
-    } finally {
-      await Promise.all([bare.stop(), on.stop(), off.stop()]);
     }
-    const { atHalf, bareAtHalf, single } = results;
-    const bareResult = results.bare;
-    const onResult = results.on;
-    const offResult = results.off;
+    const result = (name: Config) => best[name] as Load;
+    const max = result('on').rps;
+    process.stderr.write('latency at 50 % of max…\n');
+    const kiln = await configs.on();
+    let atHalf: Load;
+    let single: Load;
+    try {
+      atHalf = await paced(`${kiln.base}/invocations`, body, Math.round(max / 2), DURATION, 32);
+      single = await load(`${kiln.base}/invocations`, body, { connections: 1, duration: DURATION });
+    } finally {
+      await kiln.stop();
+    }
+    // The same paced load against the bare server: the floor this client and machine can measure.
+    const bareServer = await configs.bare();
+    let bareAtHalf: Load;
+    try {
+      bareAtHalf = await paced(`${bareServer.base}/invocations`, body, Math.round(max / 2), DURATION, 32);
+    } finally {
+      await bareServer.stop();
+    }
+    const ceiling = Math.max(result('bare').rps, result('bareCluster').rps);
+    const onResult = result('on');
+    const offResult = result('off');
+    const onSingle = result('onSingle');
 
     process.stderr.write('raw ONNX Runtime…\n');
     const model = await OnnxModel.load(join(dir, 'model.onnx'), { provider: 'cpu', intraOpNumThreads: 1 });
-    const coerced = sampleRows.map((r) => coerceRowValues(transform, r));
-    const one = applyTransform(transform, coerced.slice(0, 1));
-    const batch = applyTransform(transform, coerced);
+    const coerced = sampleRows.map((r) => coerceRowInputs(transform, r));
+    const one = applyTransformToInputs(transform, coerced.slice(0, 1));
+    const batch = applyTransformToInputs(transform, coerced);
     const timeLoop = async (fn: () => unknown, seconds: number) => {
       const end = performance.now() + seconds * 1000;
       let n = 0;
@@ -357,29 +387,33 @@ async function main(): Promise<void> {
     const ortSingle = await timeLoop(() => model.run(one.features, 1), 3);
     const ortBatch = (await timeLoop(() => model.run(batch.features, 64), 3)) * 64;
     const transformOne = await timeLoop(
-      () => applyTransform(transform, [coerceRowValues(transform, row)]),
+      () => applyTransformToInputs(transform, [coerceRowInputs(transform, row)]),
       2,
     );
     await model.release();
 
-    const pct = (x: number) => `${((100 * x) / bareResult.rps).toFixed(0)} %`;
+    const pct = (x: number) => `${((100 * x) / ceiling).toFixed(0)} %`;
     const f = (x: number) => Math.round(x).toLocaleString('en-US');
     const ms = (x: number) => x.toFixed(2);
+    const latency = (l: Load) => `p50 ${ms(l.p50)} ms, p99 ${ms(l.p99)} ms`;
+    const errors = names.reduce((n, name) => n + result(name).errors, single.errors);
     rows.push(
-      `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; 1-min load average ${loadBefore.toFixed(1)} before, ${(loadavg()[0] ?? 0).toFixed(1)} after (other work on the machine skews every number); ${DURATION} s per run, best of ${ROUNDS} interleaved runs; request: one spambase row as JSON (${Buffer.byteLength(body)} B), response ${Buffer.byteLength(sample)} B.`,
+      `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; 1-min load average ${loadBefore.toFixed(1)} before, ${(loadavg()[0] ?? 0).toFixed(1)} after (other work on the machine skews every number); ${DURATION} s per run, best of ${ROUNDS} interleaved runs; request: one spambase row as JSON (${Buffer.byteLength(body)} B), response ${Buffer.byteLength(sample)} B; autocannon shares the machine with the server.`,
       '',
       '| measurement | result | notes |',
       '|---|---|---|',
-      `| bare node:http ceiling, ${CONNECTIONS} connections | ${f(bareResult.rps)} req/s | p50 ${ms(bareResult.p50)} ms, p99 ${ms(bareResult.p99)} ms |`,
-      `| \`/invocations\`, batching on, ${CONNECTIONS} connections | ${f(onResult.rps)} req/s (${pct(onResult.rps)} of ceiling) | p50 ${ms(onResult.p50)} ms, p99 ${ms(onResult.p99)} ms; goal ≥ 70 % |`,
-      `| \`/invocations\`, batching off, ${CONNECTIONS} connections | ${f(offResult.rps)} req/s (${pct(offResult.rps)} of ceiling) | batching gain ×${(onResult.rps / offResult.rps).toFixed(2)} |`,
-      `| latency at 50 % of max (${f(onResult.rps / 2)} req/s offered at a steady rate) | p50 ${ms(atHalf.p50)} ms, p99 ${ms(atHalf.p99)} ms | achieved ${f(atHalf.rps)} req/s, 32 keep-alive sockets, requests released on 1 ms ticks; goal p99 ≤ 5 ms |`,
-      `| same paced load on the bare server (measurement floor) | p50 ${ms(bareAtHalf.p50)} ms, p99 ${ms(bareAtHalf.p99)} ms | what this client and machine add to every latency |`,
-      `| one connection, back to back | ${f(single.rps)} req/s | p50 ${ms(single.p50)} ms, p99 ${ms(single.p99)} ms |`,
+      `| bare node:http, 1 process, ${CONNECTIONS} connections | ${f(result('bare').rps)} req/s | ${latency(result('bare'))} |`,
+      `| bare node:http, ${workers} processes (node:cluster), ${CONNECTIONS} connections | ${f(result('bareCluster').rps)} req/s | ${latency(result('bareCluster'))}; the ceiling is the better of the two: ${f(ceiling)} req/s |`,
+      `| \`/invocations\`, batching on, ${workers} workers (container default), ${CONNECTIONS} connections | ${f(onResult.rps)} req/s (**${pct(onResult.rps)}** of ceiling) | ${latency(onResult)}; goal ≥ 70 % |`,
+      `| \`/invocations\`, batching on, 1 process, ${CONNECTIONS} connections | ${f(onSingle.rps)} req/s (${pct(onSingle.rps)} of ceiling) | ${latency(onSingle)} |`,
+      `| \`/invocations\`, batching off, ${workers} workers, ${CONNECTIONS} connections | ${f(offResult.rps)} req/s (${pct(offResult.rps)} of ceiling) | batching gain ×${(onResult.rps / offResult.rps).toFixed(2)} |`,
+      `| latency at 50 % of max (${f(onResult.rps / 2)} req/s offered at a steady rate) | ${latency(atHalf)} | achieved ${f(atHalf.rps)} req/s, 32 keep-alive sockets, requests released on 1 ms ticks; goal p99 ≤ 5 ms |`,
+      `| same paced load on the bare server (measurement floor) | ${latency(bareAtHalf)} | what this client and machine add to every latency |`,
+      `| one connection, back to back | ${f(single.rps)} req/s | ${latency(single)} |`,
       `| raw ONNX Runtime, 1 row per run | ${f(ortSingle)} rows/s | ${ms(1000 / ortSingle)} ms per run, intra-op threads 1 |`,
       `| raw ONNX Runtime, 64 rows per run | ${f(ortBatch)} rows/s | what batching buys inside ONNX Runtime |`,
-      `| transform (coerceRowValues + applyTransform), 1 row | ${f(transformOne)} rows/s | ${ms(1000 / transformOne)} ms per row |`,
-      `| non-2xx / socket errors / timeouts | ${bareResult.errors + onResult.errors + offResult.errors + single.errors} in the closed-loop runs, ${atHalf.errors + bareAtHalf.errors} in the paced runs | a paced run that outpaces the server fills its queue and gets 503 + Retry-After |`,
+      `| transform (coerceRowInputs + applyTransformToInputs), 1 row | ${f(transformOne)} rows/s | ${ms(1000 / transformOne)} ms per row |`,
+      `| non-2xx / socket errors / timeouts | ${errors} in the closed-loop runs, ${atHalf.errors + bareAtHalf.errors} in the paced runs | a paced run that outpaces the server fills its queue and gets 503 + Retry-After |`,
     );
   } finally {
     await rm(dir, { recursive: true, force: true });
