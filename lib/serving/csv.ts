@@ -1,92 +1,55 @@
+import { CsvError, parse } from 'csv-parse/sync';
 import { ValidationError } from '../core/errors.ts';
 import { PayloadTooLargeError } from './errors.ts';
 
-/** A parsed CSV field: its text, and whether it was quoted (a quoted empty string is "", not missing). */
+/** A parsed CSV field: its text, or null when the field was empty and unquoted (missing). */
 export type CsvField = string | null;
 
 /**
- * Parses RFC 4180 CSV (comma separator, `"` quoting with `""` escapes, LF or CRLF line ends). Blank lines
- * are skipped; an unquoted empty field is `null` (missing), a quoted one is `""`. Throws ValidationError on
- * an unterminated quote or text after a closing quote, naming the line.
+ * Parses RFC 4180 CSV request bodies (comma separator, `"` quoting with `""` escapes, LF or CRLF line ends,
+ * an optional UTF-8 BOM) with csv-parse. Blank lines are skipped; an unquoted empty field is `null`
+ * (missing), a quoted one is `""`. Rows may differ in length: the caller checks them against the model's
+ * inputs and names the row. Throws ValidationError naming the line on malformed quoting, and
+ * PayloadTooLargeError past `maxRows` rows.
  */
 export function parseCsv(text: string, maxRows: number): CsvField[][] {
-  const rows: CsvField[][] = [];
-  const n = text.length;
-  let i = 0;
-  let line = 1;
-  // A UTF-8 byte-order mark is common from spreadsheet exports.
-  if (text.charCodeAt(0) === 0xfeff) i = 1;
-  while (i < n) {
-    // Skip blank lines.
-    const c0 = text.charCodeAt(i);
-    if (c0 === 10) {
-      i++;
-      line++;
-      continue;
+  let rows: CsvField[][];
+  try {
+    rows = parse(text, {
+      bom: true,
+      // Either line end, even mixed in one body (csv-parse would otherwise settle on the first one it sees).
+      record_delimiter: ['\r\n', '\n'],
+      skip_empty_lines: true,
+      relax_column_count: true,
+      // One row past the limit is enough to know the body is over it.
+      to: maxRows + 1,
+      cast: (value, context) => (value === '' && !context.quoting ? null : value),
+    }) as CsvField[][];
+  } catch (error) {
+    if (error instanceof CsvError) {
+      const line = (error as CsvError & { lines?: number }).lines;
+      throw new ValidationError(`CSV${line === undefined ? '' : ` line ${line}`}: ${csvProblem(error)}`, {
+        cause: error,
+      });
     }
-    if (c0 === 13 && text.charCodeAt(i + 1) === 10) {
-      i += 2;
-      line++;
-      continue;
-    }
-    const row: CsvField[] = [];
-    for (;;) {
-      let field: CsvField;
-      if (text.charCodeAt(i) === 34) {
-        // Quoted field.
-        const startLine = line;
-        let value = '';
-        let j = i + 1;
-        for (;;) {
-          const q = text.indexOf('"', j);
-          if (q === -1) throw new ValidationError(`CSV line ${startLine}: unterminated quoted field`);
-          value += text.slice(j, q);
-          if (text.charCodeAt(q + 1) === 34) {
-            value += '"';
-            j = q + 2;
-            continue;
-          }
-          i = q + 1;
-          break;
-        }
-        for (let k = 0; k < value.length; k++) if (value.charCodeAt(k) === 10) line++;
-        field = value;
-        const next = text.charCodeAt(i);
-        if (i < n && next !== 44 && next !== 10 && !(next === 13 && text.charCodeAt(i + 1) === 10)) {
-          throw new ValidationError(`CSV line ${line}: unexpected character after a closing quote`);
-        }
-      } else {
-        let j = i;
-        while (j < n) {
-          const c = text.charCodeAt(j);
-          if (c === 44 || c === 10 || (c === 13 && text.charCodeAt(j + 1) === 10)) break;
-          if (c === 34) throw new ValidationError(`CSV line ${line}: a quote inside an unquoted field`);
-          j++;
-        }
-        field = j === i ? null : text.slice(i, j);
-        i = j;
-      }
-      row.push(field);
-      if (i >= n) break;
-      const c = text.charCodeAt(i);
-      if (c === 44) {
-        i++;
-        // A trailing comma at the end of the text or line means one more (missing) field.
-        if (i >= n) {
-          row.push(null);
-          break;
-        }
-        continue;
-      }
-      // End of line.
-      i += c === 13 ? 2 : 1;
-      line++;
-      break;
-    }
-    rows.push(row);
-    if (rows.length > maxRows) {
-      throw new PayloadTooLargeError(`CSV body has more than ${maxRows} rows (the per-request limit)`);
-    }
+    throw error;
+  }
+  if (rows.length > maxRows) {
+    throw new PayloadTooLargeError(`CSV body has more than ${maxRows} rows (the per-request limit)`);
   }
   return rows;
+}
+
+/** csv-parse's message without its option dump, in the words the API uses elsewhere. */
+function csvProblem(error: CsvError): string {
+  switch (error.code) {
+    case 'CSV_QUOTE_NOT_CLOSED':
+      return 'unterminated quoted field';
+    case 'CSV_INVALID_CLOSING_QUOTE':
+      return 'unexpected character after a closing quote';
+    case 'INVALID_OPENING_QUOTE':
+      return 'a quote inside an unquoted field';
+    default:
+      return error.message;
+  }
 }
