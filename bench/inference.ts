@@ -410,9 +410,9 @@ async function main(): Promise<void> {
       `| latency at 50 % of max (${f(onResult.rps / 2)} req/s offered at a steady rate) | ${latency(atHalf)} | achieved ${f(atHalf.rps)} req/s, 32 keep-alive sockets, requests released on 1 ms ticks; goal p99 ≤ 5 ms |`,
       `| same paced load on the bare server (measurement floor) | ${latency(bareAtHalf)} | what this client and machine add to every latency |`,
       `| one connection, back to back | ${f(single.rps)} req/s | ${latency(single)} |`,
-      `| raw ONNX Runtime, 1 row per run | ${f(ortSingle)} rows/s | ${ms(1000 / ortSingle)} ms per run, intra-op threads 1 |`,
+      `| raw ONNX Runtime, 1 row per run | ${f(ortSingle)} rows/s | ${(1e6 / ortSingle).toFixed(1)} µs per run, intra-op threads 1 |`,
       `| raw ONNX Runtime, 64 rows per run | ${f(ortBatch)} rows/s | what batching buys inside ONNX Runtime |`,
-      `| transform (coerceRowInputs + applyTransformToInputs), 1 row | ${f(transformOne)} rows/s | ${ms(1000 / transformOne)} ms per row |`,
+      `| transform (coerceRowInputs + applyTransformToInputs), 1 row | ${f(transformOne)} rows/s | ${(1e6 / transformOne).toFixed(1)} µs per row |`,
       `| non-2xx / socket errors / timeouts | ${errors} in the closed-loop runs, ${atHalf.errors + bareAtHalf.errors} in the paced runs | a paced run that outpaces the server fills its queue and gets 503 + Retry-After |`,
     );
   } finally {
