@@ -52,6 +52,26 @@ function describeObjectStoreContract(name: string, makeStore: () => Promise<Obje
       expect((await store.head('a.json'))?.etag).toBe(second.etag);
     });
 
+    it('keeps the etag while an object is unchanged and changes it with any byte of it', async () => {
+      const store = await makeStore();
+      const body = randomBytes(MiB + 3);
+      const first = await store.put('curated/iris/v1/train.parquet', body);
+      expect((await store.head('curated/iris/v1/train.parquet'))?.etag).toBe(first.etag);
+      expect((await store.head('curated/iris/v1/train.parquet'))?.etag).toBe(first.etag);
+      expect((await store.list('curated/iris/'))[0]?.etag).toBe(first.etag);
+      // The same bytes written again: same etag (a content hash on both adapters).
+      expect((await store.put('curated/iris/v1/train.parquet', body)).etag).toBe(first.etag);
+      // One byte in the middle changed, size unchanged: a different etag, at once.
+      const changed = Buffer.from(body);
+      changed[MiB / 2] = (changed[MiB / 2] ?? 0) ^ 0xff;
+      const second = await store.put('curated/iris/v1/train.parquet', changed);
+      expect(second.etag).not.toBe(first.etag);
+      expect((await store.head('curated/iris/v1/train.parquet'))?.etag).toBe(second.etag);
+      await expect(store.put('curated/iris/v1/train.parquet', body, { ifMatch: first.etag })).rejects.toThrow(
+        ConflictError,
+      );
+    });
+
     it('lists every key under a prefix, nested, sorted, with sizes and etags', async () => {
       const store = await makeStore();
       const keys = [
@@ -315,6 +335,33 @@ describeObjectStoreContract('FileSystemStore', async () => {
   const root = await mkdtemp(join(tmpdir(), 'kiln-fs-store-'));
   fsRoots.push(root);
   return new FileSystemStore(root);
+});
+
+describe('FileSystemStore etags', () => {
+  it('are the SHA-256 of the bytes on disk, so an edit in place changes them even within one clock tick', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'kiln-fs-etag-'));
+    fsRoots.push(root);
+    const store = new FileSystemStore(root);
+    const body = Buffer.from('{"count":1}\n');
+    const written = await store.put('monitoring/counter.json', body);
+    expect(written.etag).toBe(`"${createHash('sha256').update(body).digest('hex')}"`);
+    const file = join(root, 'monitoring', 'counter.json');
+    const source = join(root, 'upload.bin');
+    await writeFile(source, randomBytes(3 * MiB + 7));
+    const uploaded = await store.putFile('curated/big/v1/data.parquet', source);
+    expect(uploaded.etag).toBe(`"${await sha256OfFile(source)}"`);
+    // Same size, same inode, written at once: only the content tells the two apart.
+    for (let round = 2; round <= 9; round++) {
+      const next = Buffer.from(`{"count":${round}}\n`);
+      await writeFile(file, next);
+      expect((await store.head('monitoring/counter.json'))?.etag).toBe(
+        `"${createHash('sha256').update(next).digest('hex')}"`,
+      );
+    }
+    await expect(store.put('monitoring/counter.json', 'x', { ifMatch: written.etag })).rejects.toThrow(
+      ConflictError,
+    );
+  });
 });
 
 describe('S3Store on s3rver', () => {
