@@ -26,31 +26,42 @@ export async function inferContract(
   inferredFrom: string,
 ): Promise<SchemaContract | undefined> {
   if (source.columns.length === 0) return undefined;
-  // Materialized once: the aggregates below then scan a small in-memory table in parallel, not the file.
-  const table = `kiln_sample_${Math.random().toString(36).slice(2, 10)}`;
-  await duck.run(
-    `CREATE TEMP TABLE ${table} AS SELECT * FROM ${source.plainRelation} WHERE __src_error IS NULL LIMIT ${INFERENCE_ROW_LIMIT}`,
-  );
-  const sample = table;
+  // The first rows (reader-level bad rows excluded), held by DuckDB as a materialized CTE: each statement
+  // reads them from the file once, and its projections then run on every core (over a 100,000-row table
+  // they would run on one). Taking the same first rows again is a small read, cheaper than a temp table.
+  const firstRows = (columns: string[]) =>
+    `WITH kiln_sample AS MATERIALIZED (SELECT ${columns.join(', ')} FROM ${source.plainRelation} WHERE __src_error IS NULL LIMIT ${INFERENCE_ROW_LIMIT})`;
   const nullTokens = NULL_TOKENS.map(lit).join(', ');
-  // Trim and parse each value once in an inner query; the aggregates then only count flags.
-  const inner: string[] = [];
+  const raw = source.columns.map((column, i) => `${column.expr} AS s${i}`);
+  // Each value is trimmed and parsed once, in layered projections; the aggregates then only count flags.
+  const trimmed: string[] = [];
+  const parsed: string[] = [];
+  const flags: string[] = [];
   const selects: string[] = ['count(*) AS n'];
-  // Flags are computed once per cell in a projection and summed: far cheaper than many FILTER clauses.
   const flag = (name: string, condition: string) => `coalesce(${condition}, false)::INTEGER AS ${name}`;
   source.columns.forEach((column, i) => {
-    const s = column.expr;
-    inner.push(`${s} AS s${i}`, flag(`isnull${i}`, `${s} IS NULL`));
-    selects.push(`sum(isnull${i}) AS null_${i}`, `approx_count_distinct(s${i}) AS distinct_${i}`);
+    const s = `s${i}`;
+    trimmed.push(s);
+    parsed.push(s);
+    flags.push(s, flag(`isnull${i}`, `${s} IS NULL`));
+    selects.push(`sum(isnull${i}) AS null_${i}`, `approx_count_distinct(${s}) AS distinct_${i}`);
     if (source.textual) {
-      const t = `trim(${s})`;
-      const d = `TRY_CAST(${t} AS DOUBLE)`;
-      // DuckDB evaluates every operand of AND/OR in a projection; CASE is lazy, so it guards costly casts.
-      const present = `(${s} IS NOT NULL AND CASE WHEN length(${t}) <= 4 THEN NOT list_contains([${nullTokens}], ${t}) ELSE true END)`;
-      inner.push(
-        `CASE WHEN isfinite(${d}) THEN ${d} END AS d${i}`,
+      const t = `t${i}`;
+      const r = `r${i}`;
+      const d = `CASE WHEN isfinite(${r}) THEN ${r} END`;
+      trimmed.push(`trim(${s}) AS ${t}`);
+      parsed.push(t, `TRY_CAST(${t} AS DOUBLE) AS ${r}`);
+      // DuckDB evaluates every operand of AND/OR in a projection; CASE is lazy, so it guards the costlier
+      // tests. A finite number is present (no null token parses as one) and is neither boolean nor timestamp.
+      const present = `CASE WHEN ${r} IS NOT NULL AND isfinite(${r}) THEN true WHEN ${s} IS NULL THEN false
+        WHEN length(${t}) <= 4 THEN NOT list_contains([${nullTokens}], ${t}) ELSE true END`;
+      flags.push(
+        `${d} AS d${i}`,
         flag(`present${i}`, present),
-        flag(`bool${i}`, `length(${t}) BETWEEN 4 AND 5 AND (lower(${t}) = 'true' OR lower(${t}) = 'false')`),
+        flag(
+          `bool${i}`,
+          `CASE WHEN ${r} IS NULL AND length(${t}) BETWEEN 4 AND 5 THEN lower(${t}) IN ('true', 'false') ELSE false END`,
+        ),
         flag(
           `ts${i}`,
           `CASE WHEN ${d} IS NULL AND length(${t}) >= 10 AND substr(${t}, 5, 1) = '-' AND substr(${t}, 8, 1) = '-'
@@ -67,9 +78,9 @@ export async function inferContract(
         `max(d${i}) AS max_${i}`,
       );
     } else {
-      selects.push(`count(s${i}) AS present_${i}`);
+      selects.push(`count(${s}) AS present_${i}`);
       if (['integer', 'number'].includes(logicalTypeOf(column.duckType))) {
-        const d = `TRY_CAST(s${i} AS DOUBLE)`;
+        const d = `TRY_CAST(${s} AS DOUBLE)`;
         selects.push(
           `min(${d}) FILTER (WHERE isfinite(${d})) AS min_${i}`,
           `max(${d}) FILTER (WHERE isfinite(${d})) AS max_${i}`,
@@ -78,13 +89,16 @@ export async function inferContract(
     }
   });
   const stats = (
-    await duck.all(`SELECT ${selects.join(', ')} FROM (SELECT ${inner.join(', ')} FROM ${sample})`)
+    await duck.all(
+      `${firstRows(raw)} SELECT ${selects.join(', ')} FROM (SELECT ${flags.join(', ')} FROM (SELECT ${parsed.join(', ')} FROM (SELECT ${trimmed.join(', ')} FROM kiln_sample)))`,
+    )
   )[0];
   if (!stats || Number(stats.n) === 0) return undefined;
   const num = (key: string) => Number(stats[key] ?? 0);
   const optional = (key: string) => (typeof stats[key] === 'number' ? (stats[key] as number) : undefined);
 
   const columns: ColumnContract[] = [];
+  const candidates: number[] = [];
   for (const [i, column] of source.columns.entries()) {
     const present = num(`present_${i}`);
     let type: ColumnType;
@@ -105,20 +119,33 @@ export async function inferContract(
       if (min !== undefined) contract.min = min;
       if (max !== undefined) contract.max = max;
     }
-    if (type === 'string' && num(`distinct_${i}`) <= MAX_CATEGORIES * 1.5) {
-      const values = await duck.all(
-        `SELECT CAST(${column.expr} AS VARCHAR) AS v FROM ${sample} WHERE ${column.expr} IS NOT NULL GROUP BY v LIMIT ${MAX_CATEGORIES + 1}`,
-      );
+    // A string column of few distinct values (HyperLogLog's estimate, with room for its error) may be
+    // categorical: its exact values are counted below.
+    if (type === 'string' && num(`distinct_${i}`) <= MAX_CATEGORIES * 1.5) candidates.push(i);
+    columns.push(contract);
+  }
+  if (candidates.length > 0) {
+    // Every candidate's distinct values (at most one more than allowed) in one statement over the same rows.
+    const distinct = candidates.map(
+      (i) =>
+        `(SELECT ${i} AS i, v FROM (SELECT DISTINCT CAST(s${i} AS VARCHAR) AS v FROM kiln_sample WHERE s${i} IS NOT NULL LIMIT ${MAX_CATEGORIES + 1}))`,
+    );
+    const found = await duck.all(
+      `${firstRows(candidates.map((i) => raw[i] ?? 'NULL'))} ${distinct.join(' UNION ALL ')}`,
+    );
+    for (const i of candidates) {
+      const values = found.filter((row) => row.i === i).map((row) => String(row.v));
       const nonNull = Number(stats.n) - num(`null_${i}`);
+      const contract = columns[i];
       if (
+        contract &&
         values.length > 0 &&
         values.length <= MAX_CATEGORIES &&
         nonNull >= MIN_ROWS_PER_CATEGORY * values.length
       ) {
-        contract.categories = values.map((row) => String(row.v)).sort();
+        contract.categories = values.sort();
       }
     }
-    columns.push(contract);
   }
   return {
     kind: 'kiln.schema',

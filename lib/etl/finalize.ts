@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ConflictError, IntegrityError, PolicyError, ValidationError } from '../core/errors.ts';
 import { DEFAULT_QUARANTINE_THRESHOLD, type SchemaContract } from '../core/schema.ts';
+import { FileSystemStore, sha256OfEtag } from '../store/fs-store.ts';
 import { assertName, lake } from '../store/layout.ts';
 import { type ObjectStore, readJsonIfExists, toJsonBody } from '../store/object-store.ts';
 import { sha256File } from './detect.ts';
@@ -285,7 +286,11 @@ async function buildVersion(
         );
         const key = lake.curatedFile(dataset, version, `${part}.parquet`);
         const info = await store.putFile(key, local);
-        files[part] = { key, sha256: await sha256File(local), bytes: info.size, rows };
+        // A folder lake hashed the bytes with SHA-256 as it stored them (its etag); S3's etag is no SHA-256.
+        const sha256 =
+          (store instanceof FileSystemStore ? sha256OfEtag(info.etag) : undefined) ??
+          (await sha256File(local));
+        files[part] = { key, sha256, bytes: info.size, rows };
         locals.push(local);
       }
       const profile = await profileColumns(duck, locals, contract);

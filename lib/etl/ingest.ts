@@ -2,9 +2,16 @@ import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { ValidationError } from '../core/errors.ts';
+import { FileSystemStore, sha256Etag } from '../store/fs-store.ts';
 import { assertName, lake } from '../store/layout.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { type InspectedFile, inspectRawFile, type RawObject, recordRawObject } from './raw.ts';
+import {
+  type InspectedFile,
+  inspectRawFile,
+  localFingerprint,
+  type RawObject,
+  recordRawObject,
+} from './raw.ts';
 
 /** Result of `ingestFiles`: the landing's id and the raw objects written. */
 export interface IngestResult {
@@ -52,9 +59,20 @@ export async function ingestFiles(
   const objects: RawObject[] = [];
   for (const file of inspected) {
     const key = lake.raw(dataset, ingestId, file.name);
-    await store.putFile(key, file.path, { ifNoneMatch: '*' });
+    const written = await store.putFile(key, file.path, { ifNoneMatch: '*' });
     const object: RawObject = { key, ...file.facts.object };
-    await recordRawObject(store, { ...file.facts, object });
+    let fingerprint: string | undefined;
+    if (store instanceof FileSystemStore) {
+      // The folder lake's etag is the SHA-256 of the bytes it stored, hashed as they were copied: proof that
+      // they are the bytes inspected (the file did not change in between), after which the file's identity
+      // stands for its content (see localFingerprint).
+      if (written.etag !== sha256Etag(object.sha256)) {
+        await store.delete(key);
+        throw new ValidationError(`file ${file.path} changed while it was being ingested: ingest it again`);
+      }
+      fingerprint = await localFingerprint(store, key);
+    }
+    await recordRawObject(store, { ...file.facts, object, ...(fingerprint ? { fingerprint } : {}) });
     objects.push(object);
   }
   return { dataset, ingestId, objects };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { z } from 'zod';
 import { ConflictError, ValidationError } from '../core/errors.ts';
@@ -36,10 +36,15 @@ export interface RawFacts {
   object: RawObject;
   csv?: CsvDialect;
   layout?: TextLayout;
+  /**
+   * On a folder lake, the file's identity (see `localFingerprint`) when its bytes were the ones hashed into
+   * `object.sha256`: while the file still has it, a shard need not hash the file again to know its bytes.
+   */
+  fingerprint?: string;
 }
 
 /** `RawFacts` of a file that has no key yet (ingest inspects before it writes). */
-export type InspectedFile = Omit<RawFacts, 'object'> & { object: Omit<RawObject, 'key'> };
+export type InspectedFile = Omit<RawFacts, 'object' | 'fingerprint'> & { object: Omit<RawObject, 'key'> };
 
 const IndexEntrySchema = z.union([
   z.strictObject({
@@ -47,6 +52,7 @@ const IndexEntrySchema = z.union([
     object: RawObjectSchema,
     csv: CsvDialectSchema.optional(),
     layout: TextLayoutSchema.optional(),
+    fingerprint: z.string().optional(),
   }),
   z.strictObject({ status: z.literal('rejected'), key: z.string(), bytes: z.number(), reason: z.string() }),
 ]);
@@ -83,9 +89,24 @@ export async function localPathOf(store: ObjectStore, key: string, dir: string):
 }
 
 /**
- * The keys under a prefix, sorted. The folder adapter's `list` computes an MD5 etag of every object, a full
- * read of each raw file on every plan; the plan needs only the keys, so on a folder they come from the
- * directory itself.
+ * The identity of an object's file on a folder lake, undefined on other stores: device, inode, size and the
+ * modification and status-change times in nanoseconds. Raw objects are written once (create-only, through a
+ * temp file and link(2)) and never rewritten by the lake, so while a raw file keeps this identity it holds
+ * the bytes it held when it was recorded: writing to the file moves its mtime and ctime (which no user can
+ * set back), replacing it makes a new file. Recorded only after the recorded bytes were proven to be these
+ * (see `recordRawObject` and `describeRawObject`); anything that breaks it (a restored copy of the lake, a
+ * file system without these times) only makes the ETL hash the file again.
+ */
+export async function localFingerprint(store: ObjectStore, key: string): Promise<string | undefined> {
+  if (!(store instanceof FileSystemStore)) return undefined;
+  const info = await stat(store.pathOf(key), { bigint: true });
+  return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+}
+
+/**
+ * The keys under a prefix, sorted. The folder adapter's `list` computes the etag (a content hash) of every
+ * object, a full read of each raw file on every plan; the plan needs only the keys, so on a folder they come
+ * from the directory itself.
  */
 export async function listKeys(store: ObjectStore, prefix: string): Promise<string[]> {
   if (!(store instanceof FileSystemStore)) return (await store.list(prefix)).map((info) => info.key);
@@ -157,16 +178,32 @@ export async function describeRawObject(
   const known = await readIndexEntry(store, key);
   if (known) return known.status === 'ok' ? factsOf(known) : { key: known.key, reason: known.reason };
 
-  const info = await store.head(key);
-  if (!info) throw new ValidationError(`raw object ${key} does not exist`);
+  // On a folder, head() would hash the whole file for an etag that is not needed here.
+  const size =
+    store instanceof FileSystemStore
+      ? await stat(store.pathOf(key)).then(
+          (found) => (found.isFile() ? found.size : undefined),
+          () => undefined,
+        )
+      : (await store.head(key))?.size;
+  if (size === undefined) throw new ValidationError(`raw object ${key} does not exist`);
   let entry: IndexEntry;
   try {
     const path = await localPathOf(store, key, dir);
+    const before = await localFingerprint(store, key);
     const facts = await inspectRawFile(path, key);
-    entry = { status: 'ok', ...facts, object: { key, ...facts.object } };
+    // The hash is of these very bytes only if the file did not change while it was read.
+    const fingerprint =
+      before !== undefined && before === (await localFingerprint(store, key)) ? before : undefined;
+    entry = {
+      status: 'ok',
+      ...facts,
+      object: { key, ...facts.object },
+      ...(fingerprint ? { fingerprint } : {}),
+    };
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
-    entry = { status: 'rejected', key, bytes: info.size, reason: error.message };
+    entry = { status: 'rejected', key, bytes: size, reason: error.message };
   }
   await recordIndexEntry(store, lake.rawIndex(key), entry);
   return entry.status === 'ok' ? factsOf(entry) : { key: entry.key, reason: entry.reason };
@@ -190,10 +227,14 @@ function factsOf(entry: Extract<IndexEntry, { status: 'ok' }>): RawFacts {
     object: entry.object,
     ...(entry.csv ? { csv: entry.csv } : {}),
     ...(entry.layout ? { layout: entry.layout } : {}),
+    ...(entry.fingerprint ? { fingerprint: entry.fingerprint } : {}),
   };
 }
 
-/** Records what ingest already learnt about a raw object, so the ETL does not inspect it again. */
+/**
+ * Records what ingest already learnt about a raw object, so the ETL does not inspect it again. A
+ * `fingerprint` must be one taken after the stored bytes were proven to hash to `object.sha256`.
+ */
 export async function recordRawObject(store: ObjectStore, facts: RawFacts): Promise<void> {
   await recordIndexEntry(store, lake.rawIndex(facts.object.key), { status: 'ok', ...facts });
 }

@@ -10,10 +10,10 @@ import { sha256File } from './detect.ts';
 import { type Duck, etlMemoryLimit, ident, lit, numberOf, withDuckDB } from './duck.ts';
 import { EtlOptionsSchema, etlOptions } from './options.ts';
 import { ShardItemSchema } from './plan.ts';
-import { localPathOf, readRawFacts, shardName } from './raw.ts';
+import { localFingerprint, localPathOf, readRawFacts, shardName } from './raw.ts';
 import { readSchemaIfExists, storeInferredContract } from './schema-store.ts';
 import { openSource, type Source } from './source.ts';
-import { type SplitSpec, splitExpr } from './split.ts';
+import { type SplitSpec, testCondition } from './split.ts';
 import { duckTypeOf } from './typing.ts';
 import { validationQuery } from './validate.ts';
 
@@ -92,6 +92,7 @@ async function shardIn(duck: Duck, store: ObjectStore, input: ShardInput): Promi
   let path: string;
   let lineOffset = 0;
   let hashing: Promise<string> | undefined;
+  let unchangedSince: string | undefined;
   if (shard.range) {
     if (!facts?.layout || facts.object.sha256 !== shard.sha256) {
       throw new ValidationError(
@@ -103,10 +104,17 @@ async function shardIn(duck: Duck, store: ObjectStore, input: ShardInput): Promi
     ({ lineOffset } = await materializeRange(store, shard.key, shard.bytes, facts.layout, shard.range, path));
   } else {
     path = await localPathOf(store, shard.key, duck.dir);
-    // The version is a hash of the planned bytes, so the bytes read must be those. Hashing overlaps DuckDB's
-    // work (DuckDB runs on its own threads) and is checked before anything is uploaded.
-    hashing = sha256File(path);
-    hashing.catch(() => undefined);
+    // The version is a hash of the planned bytes, so the bytes read must be those. On a folder lake, a raw
+    // file that still has the identity recorded when its bytes were proven to be the planned ones holds them
+    // (checked again after DuckDB read it). Otherwise the file is hashed: that overlaps DuckDB's work (DuckDB
+    // runs on its own threads) and is checked before anything is uploaded.
+    const recorded = facts?.object.sha256 === shard.sha256 ? facts.fingerprint : undefined;
+    if (recorded !== undefined && recorded === (await localFingerprint(store, shard.key))) {
+      unchangedSince = recorded;
+    } else {
+      hashing = sha256File(path);
+      hashing.catch(() => undefined);
+    }
   }
   const dialect = facts?.object.sha256 === shard.sha256 ? facts.csv : undefined;
   let contract = (await readSchemaIfExists(store, dataset))?.contract;
@@ -129,6 +137,8 @@ async function shardIn(duck: Duck, store: ObjectStore, input: ShardInput): Promi
         `raw object ${shard.key} has sha256 ${actual}, the plan recorded ${shard.sha256}`,
       );
     }
+  } else if (unchangedSince !== undefined && unchangedSince !== (await localFingerprint(store, shard.key))) {
+    throw new IntegrityError(`raw object ${shard.key} changed while it was read: re-run the ETL`);
   }
   const result: ShardResult = {
     key: shard.key,
@@ -202,7 +212,7 @@ async function validateToParquet(
     // A small-integer partition key partitions measurably cheaper than a string one (5 % of the COPY).
     const written = await duck.all(
       `COPY (SELECT * EXCLUDE (__ok),
-           (CASE WHEN NOT __ok THEN ${PARTITIONS.indexOf('refused')} WHEN ${splitExpr(contract, split)} = 'test' THEN ${PARTITIONS.indexOf('test')} ELSE ${PARTITIONS.indexOf('train')} END)::UTINYINT AS __part
+           (CASE WHEN NOT __ok THEN ${PARTITIONS.indexOf('refused')} WHEN ${testCondition(contract, split)} THEN ${PARTITIONS.indexOf('test')} ELSE ${PARTITIONS.indexOf('train')} END)::UTINYINT AS __part
          FROM (${rowsSql})) TO ${lit(outDir)} (FORMAT parquet, PARTITION_BY (__part), OVERWRITE true, RETURN_STATS true)`,
     );
     parsedRows = 0;

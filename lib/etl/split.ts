@@ -18,12 +18,18 @@ export const DEFAULT_SPLIT: SplitSpec = { seed: 42, testFraction: 0.2 };
 export const SPLIT_HASH_ID = `duckdb-hash@${duckdbVersion()}`;
 
 /**
- * SQL yielding 'test' or 'train' for a row from its typed content and the seed alone (not its position, not
- * its shard): the same rows always get the same split, and identical rows share a split, so exact duplicates
- * never leak from train into test. ETL does not know the model's target, so the split is not stratified.
+ * SQL that is TRUE for a row of the test split, from its typed content and the seed alone (not its position,
+ * not its shard): the same rows always get the same split, and identical rows share a split, so exact
+ * duplicates never leak from train into test. ETL does not know the model's target, so the split is not
+ * stratified.
  */
-export function splitExpr(contract: SchemaContract, split: SplitSpec): string {
+export function testCondition(contract: SchemaContract, split: SplitSpec): string {
   const columns = contract.columns.map((c) => ident(c.name)).join(', ');
   const threshold = Math.round(split.testFraction * 1_000_000);
-  return `CASE WHEN hash(${lit(String(split.seed))}, ${columns}) % 1000000 < ${threshold} THEN 'test' ELSE 'train' END`;
+  return `hash(${lit(String(split.seed))}, ${columns}) % 1000000 < ${threshold}`;
+}
+
+/** SQL yielding 'test' or 'train' for a row (see `testCondition`). */
+export function splitExpr(contract: SchemaContract, split: SplitSpec): string {
+  return `CASE WHEN ${testCondition(contract, split)} THEN 'test' ELSE 'train' END`;
 }

@@ -64,9 +64,15 @@ export function typedExprs(column: ColumnContract, source: SourceColumn, textual
     case 'integer':
       if (nativeType === 'integer') value = `TRY_CAST(${s} AS BIGINT)`;
       else if (native) value = integralDouble;
-      // A plain cast would round "3.5" to 4: only decimal-looking text takes the (slower) integral check.
-      else
-        value = `CASE WHEN contains(${s}, '.') OR contains(${s}, 'e') OR contains(${s}, 'E') THEN ${integralDouble} ELSE TRY_CAST(${s} AS BIGINT) END`;
+      else {
+        // A plain cast would round "3.5" to 4: decimal-looking text takes the integral check. The first
+        // branch is a shortcut with the same result, cheaper than looking for '.', 'e' and 'E' in every value:
+        // when the integer cast agrees exactly with the number the text spells (below 2^53, where a double
+        // holds every integer), the text is that integer, whichever way it was written.
+        const b = `TRY_CAST(${s} AS BIGINT)`;
+        const precise = `CASE WHEN contains(${s}, '.') OR contains(${s}, 'e') OR contains(${s}, 'E') THEN ${integralDouble} ELSE ${b} END`;
+        value = `CASE WHEN ${b} = ${d} AND abs(${d}) < 9007199254740992 THEN ${b} ELSE ${precise} END`;
+      }
       break;
     case 'number':
       value = `CASE WHEN isfinite(${d}) THEN ${d} END`;

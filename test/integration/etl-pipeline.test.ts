@@ -1,4 +1,5 @@
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { cp, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -8,6 +9,7 @@ import { recordPipelineFailure } from '../../lib/etl/failure.ts';
 import { type FinalizeResult, finalizeEtl } from '../../lib/etl/finalize.ts';
 import { readManifest } from '../../lib/etl/manifest.ts';
 import { type EtlPlan, planEtl } from '../../lib/etl/plan.ts';
+import { readRawFacts } from '../../lib/etl/raw.ts';
 import { readSchema, readSchemaWithEtag, updateSchema } from '../../lib/etl/schema-store.ts';
 import { processShard, type ShardResult } from '../../lib/etl/shard.ts';
 import { readCuratedRows, readTableFile } from '../../lib/etl/tables.ts';
@@ -186,7 +188,11 @@ describe('ETL end to end', () => {
     const cut = manifest.profile.find((p) => p.name === 'cut');
     expect(cut?.top?.reduce((sum, t) => sum + t.count, 0)).toBe(400);
     expect(manifest.split).toMatchObject({ method: 'row-hash', seed: 42, testFraction: 0.2 });
-    expect(manifest.files.train.sha256).toMatch(/^[0-9a-f]{64}$/);
+    for (const file of [manifest.files.train, manifest.files.test]) {
+      const bytes = await readFile(store.pathOf(file.key));
+      expect(file.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+      expect(file.bytes).toBe(bytes.length);
+    }
     // Staging is cleaned up once the version is committed.
     expect(await store.list(`curated-staging/gems/${second.plan.runId}/`)).toEqual([]);
     const report = JSON.parse((await store.get(lake.runReport('etl', second.plan.runId))).toString());
@@ -220,6 +226,37 @@ describe('ETL end to end', () => {
     expect(reseeded.version).not.toBe(a.first.version);
     const testSeed7 = await readCuratedRows(a.store, 'gems', reseeded.version, 'test');
     expect(key(testSeed7)).not.toEqual(key(testA));
+  });
+});
+
+describe('raw landings the ETL reads', () => {
+  it('fails the run when a landed file was edited in place, however small the edit', async () => {
+    const { platform, store, files, first } = await seeded();
+    const landing = await platform.ingest(
+      [await writeText(join(files, 'more.csv'), csvText(sampleRows(50, 300)))],
+      'gems',
+    );
+    const key = landing.objects[0]?.key ?? '';
+    // Ingest proved the stored bytes are the ones it hashed and recorded the file's identity.
+    expect((await readRawFacts(store, key))?.fingerprint).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
+    // Same size, one digit changed: only the content differs from what ingest recorded.
+    const path = store.pathOf(key);
+    const text = await readFile(path, 'utf8');
+    const at = text.lastIndexOf('300');
+    await writeFile(path, `${text.slice(0, at)}301${text.slice(at + 3)}`);
+    const error = await failedEtl(platform, { dataset: 'gems' });
+    expect(error.error).toBe('IntegrityError');
+    expect(error.message).toMatch(/more\.csv has sha256 [0-9a-f]{64}, the plan recorded/);
+    expect((await readManifest(store, 'gems')).version).toBe(first.version);
+  });
+
+  it('hashes raw files again where their recorded identity no longer holds (a copied lake), same version', async () => {
+    const { platform, first } = await seeded();
+    const copy = join(await tempDir('kiln-etl-copy-'), 'home');
+    await cp(platform.home.dir, copy, { recursive: true });
+    const moved = await LocalPlatform.open({ home: copy });
+    const again = await runEtl(moved, { dataset: 'gems' });
+    expect(again).toMatchObject({ version: first.version, created: false, read: 200, accepted: 200 });
   });
 });
 
