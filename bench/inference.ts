@@ -354,54 +354,38 @@ async function main(): Promise<void> {
     // Other work on a shared machine only ever slows a run down, so each configuration keeps its best of
     // ROUNDS runs, interleaved so that a noisy minute does not land on one configuration only.
     const best: Partial<Record<Config, Load>> = {};
+    /** Starts one configuration, runs `fn` against its `/invocations` URL, and always stops it. */
+    const withServer = async <T>(name: Config, fn: (url: string) => Promise<T>): Promise<T> => {
+      const server = await configs[name]();
+      try {
+        return await fn(`${server.base}/invocations`);
+      } finally {
+        await server.stop();
+      }
+    };
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of names) {
         process.stderr.write(`round ${round}: ${name}…\n`);
-        const server = await configs[name]();
-        try {
-          await load(`${server.base}/invocations`, body, { connections: CONNECTIONS, duration: 2 });
-          const result = await load(`${server.base}/invocations`, body, {
-            connections: CONNECTIONS,
-            duration: DURATION,
-          });
-          const previous = best[name];
-          if (previous === undefined || result.rps > previous.rps) best[name] = result;
-        } finally {
-          await server.stop();
-        }
+        const result = await withServer(name, async (url) => {
+          await load(url, body, { connections: CONNECTIONS, duration: 2 });
+          return load(url, body, { connections: CONNECTIONS, duration: DURATION });
+        });
+        const previous = best[name];
+        if (previous === undefined || result.rps > previous.rps) best[name] = result;
       }
     }
     const result = (name: Config) => best[name] as Load;
     const max = result('on').rps;
     process.stderr.write('latency at 50 % of max…\n');
-    const kiln = await configs.on();
-    let atHalf: Load;
-    let single: Load;
-    try {
-      atHalf = await bestPaced(`${kiln.base}/invocations`, body, Math.round(max / 2));
-      single = await load(`${kiln.base}/invocations`, body, { connections: 1, duration: DURATION });
-    } finally {
-      await kiln.stop();
-    }
-    const oneProcess = await configs.onSingle();
-    let singleAtHalf: Load;
-    try {
-      singleAtHalf = await bestPaced(
-        `${oneProcess.base}/invocations`,
-        body,
-        Math.round(result('onSingle').rps / 2),
-      );
-    } finally {
-      await oneProcess.stop();
-    }
+    const [atHalf, single] = await withServer('on', async (url) => [
+      await bestPaced(url, body, Math.round(max / 2)),
+      await load(url, body, { connections: 1, duration: DURATION }),
+    ]);
+    const singleAtHalf = await withServer('onSingle', (url) =>
+      bestPaced(url, body, Math.round(result('onSingle').rps / 2)),
+    );
     // The same paced load against the bare server: the floor this client and machine can measure.
-    const bareServer = await configs.bare();
-    let bareAtHalf: Load;
-    try {
-      bareAtHalf = await bestPaced(`${bareServer.base}/invocations`, body, Math.round(max / 2));
-    } finally {
-      await bareServer.stop();
-    }
+    const bareAtHalf = await withServer('bare', (url) => bestPaced(url, body, Math.round(max / 2)));
     const ceiling = Math.max(result('bare').rps, result('bareCluster').rps);
     const onResult = result('on');
     const offResult = result('off');

@@ -56,13 +56,15 @@ export function superviseWorkers(options: SupervisorOptions): Promise<number> {
     { snapshots: MetricSnapshot[][]; waiting: Set<Worker>; done: () => void }
   >();
 
+  const liveWorkers = () => Object.keys(cluster.workers ?? {}).length;
+
   return new Promise<number>((resolve) => {
     const stopAll = (reason: string) => {
       if (stopping) return;
       stopping = true;
-      logger.info('stopping workers', { reason, workers: Object.keys(cluster.workers ?? {}).length });
+      logger.info('stopping workers', { reason, workers: liveWorkers() });
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
-      if (Object.keys(cluster.workers ?? {}).length === 0) resolve(failed ? 1 : 0);
+      if (liveWorkers() === 0) resolve(failed ? 1 : 0);
     };
 
     const fork = () => {
@@ -94,7 +96,7 @@ export function superviseWorkers(options: SupervisorOptions): Promise<number> {
           // A worker still starting up when the stop came has no handler yet and dies of the signal itself;
           // with nothing in flight, that is a clean stop too.
           if (code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGINT') failed = true;
-          if (Object.keys(cluster.workers ?? {}).length === 0) resolve(failed ? 1 : 0);
+          if (liveWorkers() === 0) resolve(failed ? 1 : 0);
           return;
         }
         if (!wasReady) {

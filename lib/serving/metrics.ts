@@ -57,10 +57,7 @@ abstract class LabelledMetric<S> implements Metric {
   protected abstract initial(): S;
 
   protected stateFor(labels: Labels | undefined): S {
-    // \u0001 cannot appear in route, model or version names we emit, so the joined key is unambiguous.
-    // Built without intermediate arrays: this runs several times per request.
-    let key = '';
-    for (const n of this.labelNames) key += `${labels?.[n] ?? ''}\u0001`;
+    const key = this.keyOf(labels);
     let entry = this.series.get(key);
     if (entry === undefined) {
       entry = { values: this.labelNames.map((n) => labels?.[n] ?? ''), state: this.initial() };
@@ -71,9 +68,17 @@ abstract class LabelledMetric<S> implements Metric {
 
   /** Forget one labelled series (e.g. a model version that was unloaded). */
   remove(labels: Labels): void {
+    this.series.delete(this.keyOf(labels));
+  }
+
+  /**
+   * The series key: label values joined by \u0001, which cannot appear in the route, model or version names
+   * emitted, so the key is unambiguous. Built without intermediate arrays: this runs several times per request.
+   */
+  private keyOf(labels: Labels | undefined): string {
     let key = '';
-    for (const n of this.labelNames) key += `${labels[n] ?? ''}\u0001`;
-    this.series.delete(key);
+    for (const n of this.labelNames) key += `${labels?.[n] ?? ''}\u0001`;
+    return key;
   }
 
   abstract snapshot(): MetricSnapshot;

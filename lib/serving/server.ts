@@ -341,7 +341,11 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     return routers.get(deployment.name)?.route(deployment) ?? deployment;
   }
 
-  function scoredBy(
+  /**
+   * After a request was answered: capture it (if sampled) and tell its model's traffic router (if any). Both
+   * keep rows as objects by column name; they are built once, and only when one of the two wants them.
+   */
+  function afterScoring(
     ctx: Ctx,
     deployment: Deployment,
     rows: InputValues[],
@@ -349,36 +353,30 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     time: number,
     seconds: number,
   ): void {
-    if (routers.size === 0) return;
-    const router = routers.get(deployment.name);
-    if (router === undefined) return;
-    try {
-      router.scored({
-        deployment,
-        rows: rows.map((row) => inputsAsObject(deployment.transform, row)),
-        output,
-        requestId: ctx.id,
-        time,
-        seconds,
-      });
-    } catch (error) {
-      logger.warn('traffic router failed', { model: deployment.name, error: describeError(error) });
+    const sampled = capture?.sample() ? capture : undefined;
+    const router = routers.size === 0 ? undefined : routers.get(deployment.name);
+    if (sampled === undefined && router === undefined) return;
+    const objects = rows.map((row) => inputsAsObject(deployment.transform, row));
+    if (sampled !== undefined) {
+      try {
+        sampled.record({
+          requestId: ctx.id,
+          time: new Date(time).toISOString(),
+          model: deployment.name,
+          version: deployment.version,
+          inputs: objects,
+          outputs: predictionsOf(output, deployment.model.classes),
+        });
+      } catch (error) {
+        logger.warn(describeCaptureError(error, ''));
+      }
     }
-  }
-
-  function record(ctx: Ctx, deployment: Deployment, rows: InputValues[], output: ModelOutput, time: number) {
-    if (capture === undefined || !capture.sample()) return;
-    try {
-      capture.record({
-        requestId: ctx.id,
-        time: new Date(time).toISOString(),
-        model: deployment.name,
-        version: deployment.version,
-        inputs: rows.map((row) => inputsAsObject(deployment.transform, row)),
-        outputs: predictionsOf(output, deployment.model.classes),
-      });
-    } catch (error) {
-      logger.warn(describeCaptureError(error, ''));
+    if (router !== undefined) {
+      try {
+        router.scored({ deployment, rows: objects, output, requestId: ctx.id, time, seconds });
+      } catch (error) {
+        logger.warn('traffic router failed', { model: deployment.name, error: describeError(error) });
+      }
     }
   }
 
@@ -413,8 +411,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       const classes = deployment.model.classes;
       if (format === 'csv') finish(ctx, 200, predictionsCsv(output, classes), 'text/csv; charset=utf-8');
       else finish(ctx, 200, predictionsJsonOf(output, classes), JSON_TYPE);
-      record(ctx, deployment, rows, output, time);
-      scoredBy(ctx, deployment, rows, output, time, seconds);
+      afterScoring(ctx, deployment, rows, output, time, seconds);
     } finally {
       deployment.release();
     }
@@ -458,8 +455,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
         id: request.id ?? ctx.id,
         outputs: inferOutputs(output, deployment.model.classes, request.outputs),
       });
-      record(ctx, deployment, rows, output, time);
-      scoredBy(ctx, deployment, rows, output, time, seconds);
+      afterScoring(ctx, deployment, rows, output, time, seconds);
     } finally {
       deployment.release();
     }
