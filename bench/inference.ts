@@ -6,8 +6,10 @@
  *      as one process and as one process per vCPU (node:cluster); the better of the two is the ceiling;
  *   2. `/invocations` throughput with micro-batching on and off at 64 connections, with the container's default
  *      workers (one per vCPU, SAGEMAKER_MODEL_SERVER_WORKERS) and with a single process;
- *   3. p50/p99 latency at 50 % of the measured maximum load;
- *   4. raw ONNX Runtime rows/s in a loop (and the transform's cost), to show where the time goes.
+ *   3. p50/p99 latency at 50 % of the maximum load, measured on the same server just before;
+ *   4. raw ONNX Runtime rows/s in a loop (and the transform's cost), to show where the time goes;
+ *   5. bench/minimal-server.ts, the request's own work and nothing else, to split the gap to the ceiling into
+ *      what the work costs and what Kiln's serving features cost.
  * Servers run in child processes (the container entry point for Kiln), autocannon in this one.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -226,7 +228,7 @@ interface Running {
 }
 
 async function startServer(
-  kind: 'bare' | 'kiln',
+  kind: 'bare' | 'minimal' | 'kiln',
   env: Record<string, string>,
   bareScript = '',
 ): Promise<Running> {
@@ -235,11 +237,16 @@ async function startServer(
   const child =
     kind === 'bare'
       ? spawnServer([bareScript, String(port), env.BODY ?? '', env.WORKERS ?? '1', env.HEADERS ?? '{}'], {})
-      : spawnServer(['--import', 'tsx', 'containers/inference/server.ts', 'serve'], {
-          SAGEMAKER_BIND_TO_PORT: String(port),
-          KILN_BIND_HOST: '127.0.0.1',
-          ...env,
-        });
+      : kind === 'minimal'
+        ? spawnServer(
+            ['--import', 'tsx', 'bench/minimal-server.ts', String(port), env.KILN_MODEL_DIR ?? ''],
+            {},
+          )
+        : spawnServer(['--import', 'tsx', 'containers/inference/server.ts', 'serve'], {
+            SAGEMAKER_BIND_TO_PORT: String(port),
+            KILN_BIND_HOST: '127.0.0.1',
+            ...env,
+          });
   try {
     await waitReady(`${base}/ping`);
     // A cluster answers /ping as soon as one worker listens; give the others time to load before measuring.
@@ -348,6 +355,7 @@ async function main(): Promise<void> {
       on: () => startServer('kiln', kilnEnv(true, workers)),
       off: () => startServer('kiln', kilnEnv(false, workers)),
       onSingle: () => startServer('kiln', kilnEnv(true, '1')),
+      minimal: () => startServer('minimal', { KILN_MODEL_DIR: dir }),
     };
     type Config = keyof typeof configs;
     const names = Object.keys(configs) as Config[];
@@ -375,21 +383,26 @@ async function main(): Promise<void> {
       }
     }
     const result = (name: Config) => best[name] as Load;
-    const max = result('on').rps;
     process.stderr.write('latency at 50 % of max…\n');
+    // Half of what the server sustains in the minute it is measured, not of its best round: this host's speed
+    // drifts by a quarter within minutes, and half of a faster minute's maximum can be more than a slower
+    // minute's whole capacity.
+    const halfLoad = async (url: string): Promise<{ max: number; load: Load }> => {
+      const max = (await load(url, body, { connections: CONNECTIONS, duration: DURATION })).rps;
+      return { max, load: await bestPaced(url, body, Math.round(max / 2)) };
+    };
     const [atHalf, single] = await withServer('on', async (url) => [
-      await bestPaced(url, body, Math.round(max / 2)),
+      await halfLoad(url),
       await load(url, body, { connections: 1, duration: DURATION }),
     ]);
-    const singleAtHalf = await withServer('onSingle', (url) =>
-      bestPaced(url, body, Math.round(result('onSingle').rps / 2)),
-    );
+    const singleAtHalf = await withServer('onSingle', halfLoad);
     // The same paced load against the bare server: the floor this client and machine can measure.
-    const bareAtHalf = await withServer('bare', (url) => bestPaced(url, body, Math.round(max / 2)));
+    const bareAtHalf = await withServer('bare', (url) => bestPaced(url, body, Math.round(atHalf.max / 2)));
     const ceiling = Math.max(result('bare').rps, result('bareCluster').rps);
     const onResult = result('on');
     const offResult = result('off');
     const onSingle = result('onSingle');
+    const minimal = result('minimal');
 
     process.stderr.write('raw ONNX Runtime…\n');
     const model = await OnnxModel.load(join(dir, 'model.onnx'), { provider: 'cpu', intraOpNumThreads: 1 });
@@ -430,14 +443,15 @@ async function main(): Promise<void> {
       `| \`/invocations\`, batching on, ${workers} workers (container default), ${CONNECTIONS} connections | ${f(onResult.rps)} req/s (**${pct(onResult.rps)}** of ceiling) | ${latency(onResult)}; goal ≥ 70 % |`,
       `| \`/invocations\`, batching on, 1 process, ${CONNECTIONS} connections | ${f(onSingle.rps)} req/s (${pct(onSingle.rps)} of ceiling) | ${latency(onSingle)} |`,
       `| \`/invocations\`, batching off, ${workers} workers, ${CONNECTIONS} connections | ${f(offResult.rps)} req/s (${pct(offResult.rps)} of ceiling) | batching gain ×${(onResult.rps / offResult.rps).toFixed(2)} |`,
-      `| latency at 50 % of max, ${workers} workers (${f(onResult.rps / 2)} req/s offered at a steady rate) | ${latency(atHalf)} | achieved ${f(atHalf.rps)} req/s, 32 keep-alive sockets, requests released on 1 ms ticks, best p99 of ${PACED_TRIES} runs; goal p99 ≤ 5 ms |`,
-      `| latency at 50 % of max, 1 process (${f(onSingle.rps / 2)} req/s offered) | ${latency(singleAtHalf)} | as above |`,
+      `| minimal server doing the same work (bench/minimal-server.ts), 1 process, ${CONNECTIONS} connections | ${f(minimal.rps)} req/s (${pct(minimal.rps)} of ceiling) | ${latency(minimal)}; the request's own work alone; Kiln with 1 process reaches ${((100 * onSingle.rps) / minimal.rps).toFixed(0)} % of it |`,
+      `| latency at 50 % of max, ${workers} workers (${f(atHalf.max / 2)} req/s offered at a steady rate) | ${latency(atHalf.load)} | half of the ${f(atHalf.max)} req/s this server sustained just before; achieved ${f(atHalf.load.rps)} req/s, 32 keep-alive sockets, requests released on 1 ms ticks, best p99 of ${PACED_TRIES} runs; goal p99 ≤ 5 ms |`,
+      `| latency at 50 % of max, 1 process (${f(singleAtHalf.max / 2)} req/s offered) | ${latency(singleAtHalf.load)} | half of the ${f(singleAtHalf.max)} req/s sustained just before; as above |`,
       `| same paced load on the bare server (measurement floor) | ${latency(bareAtHalf)} | what this client and machine add to every latency |`,
       `| one connection, back to back | ${f(single.rps)} req/s | ${latency(single)} |`,
       `| raw ONNX Runtime, 1 row per run | ${f(ortSingle)} rows/s | ${(1e6 / ortSingle).toFixed(1)} µs per run, intra-op threads 1 |`,
       `| raw ONNX Runtime, 64 rows per run | ${f(ortBatch)} rows/s | what batching buys inside ONNX Runtime |`,
       `| transform (coerceRowInputs + applyTransformToInputs), 1 row | ${f(transformOne)} rows/s | ${(1e6 / transformOne).toFixed(1)} µs per row |`,
-      `| non-2xx / socket errors / timeouts | ${errors} in the closed-loop runs, ${atHalf.errors + singleAtHalf.errors + bareAtHalf.errors} in the paced runs | a paced run that outpaces the server fills its queue and gets 503 + Retry-After |`,
+      `| non-2xx / socket errors / timeouts | ${errors} in the closed-loop runs, ${atHalf.load.errors + singleAtHalf.load.errors + bareAtHalf.errors} in the paced runs | a paced run that outpaces the server fills its queue and gets 503 + Retry-After |`,
     );
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -95,6 +95,19 @@ export class Counter extends LabelledMetric<{ value: number }> {
     this.stateFor(labels).value += by;
   }
 
+  /**
+   * The series for these labels as a handle, for a caller that updates it on every request: no label key is
+   * built per update. A series removed later keeps its handle counting, unreported.
+   */
+  bind(labels?: Labels): { inc(by?: number): void } {
+    const state = this.stateFor(labels);
+    return {
+      inc: (by = 1) => {
+        state.value += by;
+      },
+    };
+  }
+
   /** Current value, for tests and logs. */
   get(labels?: Labels): number {
     return this.stateFor(labels).value;
@@ -166,7 +179,16 @@ export class Histogram extends LabelledMetric<HistogramState> {
 
   /** Record one sample. */
   observe(labels: Labels | undefined, value: number): void {
+    this.record(this.stateFor(labels), value);
+  }
+
+  /** The series for these labels as a handle (see `Counter.bind`). */
+  bind(labels?: Labels): { observe(value: number): void } {
     const state = this.stateFor(labels);
+    return { observe: (value) => this.record(state, value) };
+  }
+
+  private record(state: HistogramState, value: number): void {
     state.sum += value;
     state.count += 1;
     const buckets = this.buckets;

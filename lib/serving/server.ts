@@ -129,7 +129,12 @@ export interface InferenceServer {
 const JSON_TYPE = 'application/json';
 /** Routes whose requests a canary or shadow router sees. */
 const PREDICTION_ROUTES = new Set(['/invocations', '/v2/models/:name/infer']);
-const REQUEST_ID_HEADER = 'x-kiln-request-id';
+
+/** The metric series a successful `/invocations` updates, bound once per model version. */
+interface InvocationSeries {
+  duration: { observe(seconds: number): void };
+  rows: { inc(by?: number): void };
+}
 
 interface Ctx {
   req: http.IncomingMessage;
@@ -139,6 +144,8 @@ interface Ctx {
   route: string;
   model: string;
   version: string;
+  /** Set once `/invocations` knows its model version; a 200 answer then observes its duration here. */
+  series: InvocationSeries | undefined;
 }
 
 /** Creates the inference server: SageMaker hosting contract plus Open Inference Protocol V2 on node:http. */
@@ -182,6 +189,21 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
   let lastActivity = 0;
   // Canary / shadow routers by model; the hot path pays one Map lookup when none is attached.
   const routers = new Map<string, TrafficRouter>();
+  // Building a series' label key costs about as much as the rest of a metric update, and the hottest path would
+  // build two per request; its series are looked up once per model version instead.
+  const invocationSeries = new WeakMap<Deployment, InvocationSeries>();
+  function invocationSeriesOf(deployment: Deployment): InvocationSeries {
+    let series = invocationSeries.get(deployment);
+    if (series === undefined) {
+      const { name: model, version } = deployment;
+      series = {
+        duration: metrics.requestDuration.bind({ route: '/invocations', model, version, status: '200' }),
+        rows: metrics.rows.bind({ model, version }),
+      };
+      invocationSeries.set(deployment, series);
+    }
+    return series;
+  }
 
   const server = http.createServer({
     headersTimeout: limits.headersTimeoutMs,
@@ -202,25 +224,31 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
   ): void {
     const { res } = ctx;
     if (!res.headersSent && !res.destroyed) {
-      const headers: http.OutgoingHttpHeaders = {
-        'content-type': contentType,
-        'content-length': Buffer.byteLength(body),
-        [REQUEST_ID_HEADER]: ctx.id,
-        ...extra,
-      };
-      if (ctx.version !== '') {
-        headers['x-kiln-model'] = ctx.model;
-        headers['x-kiln-model-version'] = ctx.version;
-      }
+      const length = Buffer.byteLength(body);
+      // Written as whole literals: one object shape per case instead of one per header added.
+      const headers: http.OutgoingHttpHeaders =
+        ctx.version === ''
+          ? { 'content-type': contentType, 'content-length': length, 'x-kiln-request-id': ctx.id }
+          : {
+              'content-type': contentType,
+              'content-length': length,
+              'x-kiln-request-id': ctx.id,
+              'x-kiln-model': ctx.model,
+              'x-kiln-model-version': ctx.version,
+            };
+      if (extra !== undefined) Object.assign(headers, extra);
       if (closing) headers.connection = 'close';
       res.writeHead(status, headers);
       res.end(body);
     }
     const seconds = (performance.now() - ctx.start) / 1000;
-    metrics.requestDuration.observe(
-      { route: ctx.route, model: ctx.model, version: ctx.version, status: String(status) },
-      seconds,
-    );
+    if (status === 200 && ctx.series !== undefined) ctx.series.duration.observe(seconds);
+    else {
+      metrics.requestDuration.observe(
+        { route: ctx.route, model: ctx.model, version: ctx.version, status: String(status) },
+        seconds,
+      );
+    }
     if (status >= 400) metrics.errors.inc({ route: ctx.route, status: String(status) });
     if (ctx.version !== '' && routers.size > 0 && PREDICTION_ROUTES.has(ctx.route)) {
       routers.get(ctx.model)?.observe({ version: ctx.version, status });
@@ -329,12 +357,6 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     return out;
   }
 
-  async function score(ctx: Ctx, deployment: Deployment, rows: InputValues[]): Promise<ModelOutput> {
-    const output = await deployment.batcher.submit(rows);
-    metrics.rows.inc({ model: ctx.model, version: ctx.version }, rows.length);
-    return output;
-  }
-
   /** A client that names a version gets that version; the rest may be routed to a challenger. */
   function routed(deployment: Deployment, pinned: string | undefined): Deployment {
     if (pinned !== undefined || routers.size === 0) return deployment;
@@ -396,6 +418,8 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
     const deployment = routed(pick(target, pinned), pinned);
     ctx.model = deployment.name;
     ctx.version = deployment.version;
+    const series = invocationSeriesOf(deployment);
+    ctx.series = series;
     deployment.acquire();
     try {
       const raw = parseInvocationBody(
@@ -406,7 +430,8 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
         limits.maxRowsPerRequest,
       );
       const rows = toRows(deployment, raw);
-      const output = await score(ctx, deployment, rows);
+      const output = await deployment.batcher.submit(rows);
+      series.rows.inc(rows.length);
       const seconds = (performance.now() - ctx.start) / 1000;
       const classes = deployment.model.classes;
       if (format === 'csv') finish(ctx, 200, predictionsCsv(output, classes), 'text/csv; charset=utf-8');
@@ -447,7 +472,8 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
         outputNames(deployment),
       );
       const rows = toRows(deployment, request.rows);
-      const output = await score(ctx, deployment, rows);
+      const output = await deployment.batcher.submit(rows);
+      metrics.rows.inc({ model: deployment.name, version: deployment.version }, rows.length);
       const seconds = (performance.now() - ctx.start) / 1000;
       sendJson(ctx, 200, {
         model_name: deployment.name,
@@ -560,6 +586,7 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
       route: '',
       model: '',
       version: '',
+      series: undefined,
     };
     inFlight++;
     lastActivity = ctx.start;

@@ -55,6 +55,18 @@ describe('micro-batching', () => {
       });
       expect(requests).toBe(200);
       expect(metricValue(text, 'kiln_inference_batch_rows_sum', labels)).toBe(200);
+      expect(metricValue(text, 'kiln_inference_rows_total', labels)).toBe(200);
+      const ok = { route: '/invocations', ...labels, status: '200' };
+      expect(metricValue(text, 'kiln_inference_request_duration_seconds_count', ok)).toBe(200);
+      expect(metricValue(text, 'kiln_inference_request_duration_seconds_bucket', { ...ok, le: '+Inf' })).toBe(
+        200,
+      );
+      // A refused request of the same route and model lands in its own series.
+      expect((await postJson(`${server.url}/invocations`, { instances: [] })).status).toBe(400);
+      const after = await metrics(server.url);
+      const refused = { ...ok, status: '400' };
+      expect(metricValue(after, 'kiln_inference_request_duration_seconds_count', refused)).toBe(1);
+      expect(metricValue(after, 'kiln_inference_request_duration_seconds_count', ok)).toBe(200);
       expect(calls).toBeLessThan(200);
       expect(singleRequestCalls).toBeLessThan(calls);
       // No call carries more than maxBatchSize rows.

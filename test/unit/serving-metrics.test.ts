@@ -30,6 +30,31 @@ describe('Prometheus registry', () => {
     expect(text).toContain('kiln_queue_rows 7\n');
   });
 
+  it('bound series update the same series as the labelled calls', () => {
+    const registry = new MetricsRegistry();
+    const counter = registry.register(new Counter('kiln_rows_total', 'Rows.', ['model', 'version']));
+    const histogram = registry.register(
+      new Histogram('kiln_seconds', 'Latency.', ['route', 'status'], [0.01, 0.1]),
+    );
+    const rows = counter.bind({ model: 'spam', version: '2' });
+    const ok = histogram.bind({ route: '/invocations', status: '200' });
+    rows.inc(3);
+    rows.inc();
+    counter.inc({ model: 'spam', version: '2' }, 2);
+    counter.inc({ model: 'spam', version: '1' });
+    ok.observe(0.05);
+    histogram.observe({ route: '/invocations', status: '200' }, 0.005);
+    histogram.observe({ route: '/invocations', status: '400' }, 0.5);
+    expect(counter.get({ model: 'spam', version: '2' })).toBe(6);
+    const text = registry.render();
+    expect(text).toContain('kiln_rows_total{model="spam",version="2"} 6\n');
+    expect(text).toContain('kiln_rows_total{model="spam",version="1"} 1\n');
+    expect(text).toContain('kiln_seconds_bucket{route="/invocations",status="200",le="0.01"} 1\n');
+    expect(text).toContain('kiln_seconds_bucket{route="/invocations",status="200",le="0.1"} 2\n');
+    expect(text).toContain('kiln_seconds_count{route="/invocations",status="200"} 2\n');
+    expect(text).toContain('kiln_seconds_count{route="/invocations",status="400"} 1\n');
+  });
+
   it('merges worker processes: counters and histograms add up, gauges sum or take the max as declared', () => {
     const a = worker(3, [0.005, 0.05, 0.5], 7, 12);
     const b = worker(2, [0.005, 0.005], 1, 30);
