@@ -2,15 +2,16 @@
  * Entry point of the inference container: `docker run <image> serve` on SageMaker, `tsx
  * containers/inference/server.ts` anywhere else. Thin on purpose: configuration from the environment, the
  * server from lib/serving, graceful shutdown on SIGTERM. With more than one worker
- * (`SAGEMAKER_MODEL_SERVER_WORKERS`, default: one per vCPU) this process supervises that many copies of
- * itself sharing the port (lib/serving/cluster.ts).
+ * (`SAGEMAKER_MODEL_SERVER_WORKERS`, default: one per GPU on CUDA, else one per vCPU) this process supervises
+ * that many copies of itself sharing the port (lib/serving/cluster.ts).
  */
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { describeError } from '../../lib/core/errors.ts';
+import { probeCuda } from '../../lib/ml/onnx-model.ts';
 import { objectStoreCaptureSink } from '../../lib/serving/capture.ts';
-import { superviseWorkers, workerChannel } from '../../lib/serving/cluster.ts';
+import { countGpus, defaultWorkerCount, superviseWorkers, workerChannel } from '../../lib/serving/cluster.ts';
 import { jsonLogger } from '../../lib/serving/model-host.ts';
 import { DirectoryModelSource } from '../../lib/serving/model-source.ts';
 import { createInferenceServer, type InferenceServerOptions } from '../../lib/serving/server.ts';
@@ -41,9 +42,9 @@ const EnvSchema = z.object({
   KILN_CAPTURE_RATE: z.coerce.number().min(0).max(1).default(1),
   /**
    * Server processes sharing the port, SageMaker's own name for the knob. Each loads its own copy of the
-   * models (on a GPU instance, each its own CUDA session). @default the number of vCPUs
+   * models (on a GPU instance, each its own CUDA session). @default one per GPU on CUDA, else one per vCPU
    */
-  SAGEMAKER_MODEL_SERVER_WORKERS: int(1).max(256).default(availableParallelism()),
+  SAGEMAKER_MODEL_SERVER_WORKERS: int(1).max(256).optional(),
 });
 
 async function main(argv: string[]): Promise<void> {
@@ -60,13 +61,20 @@ async function main(argv: string[]): Promise<void> {
     throw new Error(`invalid environment: ${issue?.path.join('.')}: ${issue?.message}`);
   }
   const env = parsed.data;
-  if (cluster.isPrimary && env.SAGEMAKER_MODEL_SERVER_WORKERS > 1) {
-    jsonLogger.info('starting workers', { workers: env.SAGEMAKER_MODEL_SERVER_WORKERS });
-    process.exitCode = await superviseWorkers({
-      workers: env.SAGEMAKER_MODEL_SERVER_WORKERS,
-      logger: jsonLogger,
-    });
-    return;
+  if (cluster.isPrimary) {
+    const { workers, reason } =
+      env.SAGEMAKER_MODEL_SERVER_WORKERS === undefined
+        ? defaultWorkerCount({
+            cuda: env.KILN_EXECUTION_PROVIDER !== 'cpu' && probeCuda().available,
+            gpus: countGpus(),
+            cpus: availableParallelism(),
+          })
+        : { workers: env.SAGEMAKER_MODEL_SERVER_WORKERS, reason: 'SAGEMAKER_MODEL_SERVER_WORKERS' };
+    if (workers > 1) {
+      jsonLogger.info('starting workers', { workers, reason });
+      process.exitCode = await superviseWorkers({ workers, logger: jsonLogger });
+      return;
+    }
   }
   const channel = cluster.isWorker ? workerChannel(() => inference.metrics.registry.snapshot()) : undefined;
   const options: InferenceServerOptions = {

@@ -6,6 +6,7 @@
  * the whole server by gathering every worker's snapshot.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { readdirSync } from 'node:fs';
 import { UnavailableError } from './errors.ts';
 import { type MetricSnapshot, renderSnapshots } from './metrics.ts';
 import type { ServingLogger } from './model-host.ts';
@@ -24,6 +25,38 @@ function isClusterMessage(message: unknown): message is ClusterMessage {
     message !== null &&
     typeof (message as { kiln?: unknown }).kiln === 'string'
   );
+}
+
+/**
+ * How many worker processes to run when `SAGEMAKER_MODEL_SERVER_WORKERS` is not set, with SageMaker's model
+ * servers' convention: one per GPU when the models run on CUDA, else one per vCPU. Each worker holds its own
+ * CUDA session; several on one GPU would split its memory and time-slice its kernels, where one worker's
+ * micro-batches already keep it busy.
+ */
+export function defaultWorkerCount(host: { cuda: boolean; gpus: number; cpus: number }): {
+  workers: number;
+  reason: string;
+} {
+  if (host.cuda) {
+    const workers = Math.max(1, host.gpus);
+    return { workers, reason: `one per GPU (${host.gpus} visible)` };
+  }
+  return { workers: Math.max(1, host.cpus), reason: `one per vCPU (${host.cpus})` };
+}
+
+/**
+ * GPUs this container may use: the devices NVIDIA_VISIBLE_DEVICES lists (indexes or UUIDs), else the
+ * `/dev/nvidiaN` device files (not nvidiactl or nvidia-uvm, which every GPU container also has).
+ */
+export function countGpus(env: NodeJS.ProcessEnv = process.env, devDir = '/dev'): number {
+  const visible = env.NVIDIA_VISIBLE_DEVICES?.trim();
+  if (visible === 'none' || visible === 'void' || visible === '') return 0;
+  if (visible !== undefined && visible !== 'all') return visible.split(',').filter((d) => d.trim()).length;
+  try {
+    return readdirSync(devDir).filter((name) => /^nvidia\d+$/.test(name)).length;
+  } catch {
+    return 0;
+  }
 }
 
 export interface SupervisorOptions {
