@@ -189,8 +189,8 @@ export function createInferenceServer(options: InferenceServerOptions): Inferenc
   let lastActivity = 0;
   // Canary / shadow routers by model; the hot path pays one Map lookup when none is attached.
   const routers = new Map<string, TrafficRouter>();
-  // Building a series' label key costs about as much as the rest of a metric update, and the hottest path would
-  // build two per request; its series are looked up once per model version instead.
+  // A labelled metric update builds and hashes a label key; the hottest path would do that twice per request,
+  // so its series are looked up once per model version instead.
   const invocationSeries = new WeakMap<Deployment, InvocationSeries>();
   function invocationSeriesOf(deployment: Deployment): InvocationSeries {
     let series = invocationSeries.get(deployment);
