@@ -1,5 +1,5 @@
 /**
- * Inference server benchmark (not a test): `npx tsx bench/inference.ts [--duration 10] [--rounds 2]`.
+ * Inference server benchmark (not a test): `npx tsx bench/inference.ts [--duration 5] [--rounds 5]`.
  *
  * On loopback with autocannon, one single-row request for a 100-tree GBDT trained on spambase:
  *   1. the ceiling: a bare node:http server that reads the body and returns a fixed response of the same size,
@@ -42,11 +42,11 @@ const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const durationArg = process.argv.indexOf('--duration');
-const DURATION = durationArg > 0 ? Number(process.argv[durationArg + 1]) : 10;
+const DURATION = durationArg > 0 ? Number(process.argv[durationArg + 1]) : 5;
 const CONNECTIONS = 64;
 const PACED_TRIES = 3;
 const roundsArg = process.argv.indexOf('--rounds');
-const ROUNDS = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : 2;
+const ROUNDS = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : 5;
 
 interface Load {
   rps: number;
