@@ -65,7 +65,7 @@ async function main(argv: string[]): Promise<void> {
     const { workers, reason } =
       env.SAGEMAKER_MODEL_SERVER_WORKERS === undefined
         ? defaultWorkerCount({
-            cuda: env.KILN_EXECUTION_PROVIDER !== 'cpu' && probeCuda().available,
+            cuda: probeCuda().available,
             gpus: countGpus(),
             cpus: availableParallelism(),
           })

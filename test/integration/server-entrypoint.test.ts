@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -135,6 +136,17 @@ describe('containers/inference/server.ts', () => {
       expect(missing.logs()).toContain('model.onnx');
       if (workers === '2') expect(missing.logs()).toContain('a worker failed to start; stopping');
     }
+    // Without SAGEMAKER_MODEL_SERVER_WORKERS, a CPU server runs one worker per vCPU and logs why.
+    const defaulted = start({
+      SAGEMAKER_BIND_TO_PORT: String(await freePort()),
+      KILN_MODEL_DIR: dir,
+      KILN_BIND_HOST: '127.0.0.1',
+      KILN_EXECUTION_PROVIDER: 'cpu',
+    });
+    expect(await defaulted.exited).toBe(1);
+    const vcpus = availableParallelism();
+    if (vcpus > 1)
+      expect(defaulted.logs()).toContain(`"workers":${vcpus},"reason":"one per vCPU (${vcpus})"`);
     const invalid = start({ SAGEMAKER_BIND_TO_PORT: 'eighty', KILN_MODEL_DIR: dir });
     expect(await invalid.exited).toBe(1);
     expect(invalid.logs()).toContain('SAGEMAKER_BIND_TO_PORT');
