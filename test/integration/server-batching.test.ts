@@ -99,7 +99,9 @@ describe('micro-batching', () => {
       const good = v1.rows
         .slice(0, 60)
         .map((row) => postJson(`${server.url}/invocations`, { instances: [row] }));
-      const bad = postJson(`${server.url}/invocations`, { instances: [{ ...v1.rows[0], make: 'x' }] });
+      const bad = postJson(`${server.url}/invocations`, {
+        instances: [{ ...v1.rows[0], [v1.transform.inputs[0]?.name as string]: 'x' }],
+      });
       const replies = await Promise.all(good);
       expect(replies.map((r) => r.status)).toEqual(replies.map(() => 200));
       expect((await bad).status).toBe(400);

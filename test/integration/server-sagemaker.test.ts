@@ -14,6 +14,8 @@ import {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 let spam: ModelFixture;
+/** Spambase's column names, or the synthetic stand-in's on a checkout without ../shared. */
+const inputName = (i: number) => spam.transform.inputs[i]?.name as string;
 let price: ModelFixture;
 let tier: ModelFixture;
 let single: RunningServer;
@@ -168,7 +170,7 @@ describe('POST /invocations', () => {
   });
 
   it('treats empty CSV fields and null JSON values as missing, like the transform does', async () => {
-    const row = { ...spam.rows[0], make: null, all: null };
+    const row = { ...spam.rows[0], [inputName(0)]: null, [inputName(2)]: null };
     const json = await postJson(`${single.url}/invocations`, { instances: [row] });
     const csv = await call(`${single.url}/invocations`, {
       method: 'POST',
@@ -254,21 +256,21 @@ describe('bad /invocations requests get a 4xx JSON error naming the problem', ()
     [
       'wrong type',
       () => ({
-        body: JSON.stringify({ instances: [{ ...spam.rows[0], make: 'lots' }] }),
+        body: JSON.stringify({ instances: [{ ...spam.rows[0], [inputName(0)]: 'lots' }] }),
         type: 'application/json',
       }),
       400,
-      /column "make"/,
+      /column "[^"]+": expected number, got "lots"/,
     ],
     [
       'NaN in CSV',
-      () => ({ body: csvLine({ ...spam.rows[0], make: 'NaN' }), type: 'text/csv' }),
+      () => ({ body: csvLine({ ...spam.rows[0], [inputName(0)]: 'NaN' }), type: 'text/csv' }),
       400,
       /not a finite number/,
     ],
     [
       'Infinity in CSV',
-      () => ({ body: csvLine({ ...spam.rows[0], make: '-Infinity' }), type: 'text/csv' }),
+      () => ({ body: csvLine({ ...spam.rows[0], [inputName(0)]: '-Infinity' }), type: 'text/csv' }),
       400,
       /not a finite number/,
     ],
