@@ -41,6 +41,9 @@ export interface MetricSnapshot {
   >;
 }
 
+/** One series of a snapshot without its label values. */
+type SeriesData = { value: number } | { counts: number[]; sum: number; count: number };
+
 interface Metric {
   snapshot(): MetricSnapshot;
 }
@@ -55,6 +58,22 @@ abstract class LabelledMetric<S> implements Metric {
   ) {}
 
   protected abstract initial(): S;
+
+  /** The snapshot every kind of metric shares; `dataOf` turns one series' state into plain data. */
+  protected snapshotOf(
+    type: MetricSnapshot['type'],
+    merge: MetricSnapshot['merge'],
+    dataOf: (state: S) => SeriesData,
+  ): MetricSnapshot {
+    return {
+      name: this.name,
+      help: this.help,
+      type,
+      labelNames: [...this.labelNames],
+      merge,
+      series: [...this.series.values()].map(({ values, state }) => ({ values, ...dataOf(state) })),
+    };
+  }
 
   protected stateFor(labels: Labels | undefined): S {
     const key = this.keyOf(labels);
@@ -114,14 +133,7 @@ export class Counter extends LabelledMetric<{ value: number }> {
   }
 
   snapshot(): MetricSnapshot {
-    return {
-      name: this.name,
-      help: this.help,
-      type: 'counter',
-      labelNames: [...this.labelNames],
-      merge: 'sum',
-      series: [...this.series.values()].map(({ values, state }) => ({ values, value: state.value })),
-    };
+    return this.snapshotOf('counter', 'sum', (state) => ({ value: state.value }));
   }
 }
 
@@ -147,14 +159,7 @@ export class Gauge extends LabelledMetric<{ value: number }> {
   }
 
   snapshot(): MetricSnapshot {
-    return {
-      name: this.name,
-      help: this.help,
-      type: 'gauge',
-      labelNames: [...this.labelNames],
-      merge: this.merge,
-      series: [...this.series.values()].map(({ values, state }) => ({ values, value: state.value })),
-    };
+    return this.snapshotOf('gauge', this.merge, (state) => ({ value: state.value }));
   }
 }
 
@@ -202,18 +207,12 @@ export class Histogram extends LabelledMetric<HistogramState> {
 
   snapshot(): MetricSnapshot {
     return {
-      name: this.name,
-      help: this.help,
-      type: 'histogram',
-      labelNames: [...this.labelNames],
-      buckets: [...this.buckets],
-      merge: 'sum',
-      series: [...this.series.values()].map(({ values, state }) => ({
-        values,
+      ...this.snapshotOf('histogram', 'sum', (state) => ({
         counts: [...state.counts],
         sum: state.sum,
         count: state.count,
       })),
+      buckets: [...this.buckets],
     };
   }
 }

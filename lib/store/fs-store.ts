@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import {
   copyFile,
+  type FileHandle,
   link,
   mkdir,
   open,
@@ -195,16 +196,23 @@ async function etagOf(path: string): Promise<string> {
   const hash = createHash('sha256');
   const handle = await open(path, 'r');
   try {
-    const buffer = Buffer.allocUnsafe(IO_BYTES);
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, IO_BYTES, null);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-    }
+    await forEachChunk(handle, (chunk) => {
+      hash.update(chunk);
+    });
   } finally {
     await handle.close();
   }
   return sha256Etag(hash.digest('hex'));
+}
+
+/** Reads `handle` to its end, IO_BYTES at a time; each chunk is a view that the next read overwrites. */
+async function forEachChunk(handle: FileHandle, use: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+  const buffer = Buffer.allocUnsafe(IO_BYTES);
+  for (;;) {
+    const { bytesRead } = await handle.read(buffer, 0, IO_BYTES, null);
+    if (bytesRead === 0) return;
+    await use(buffer.subarray(0, bytesRead));
+  }
 }
 
 function etagOfBytes(body: Buffer | string): string {
@@ -228,16 +236,13 @@ async function copyHashing(from: string, to: string): Promise<string> {
   try {
     const target = await open(to, 'wx');
     try {
-      const buffer = Buffer.allocUnsafe(IO_BYTES);
-      for (;;) {
-        const { bytesRead } = await source.read(buffer, 0, IO_BYTES, null);
-        if (bytesRead === 0) break;
-        hash.update(buffer.subarray(0, bytesRead));
+      await forEachChunk(source, async (chunk) => {
+        hash.update(chunk);
         let written = 0;
-        while (written < bytesRead) {
-          written += (await target.write(buffer, written, bytesRead - written)).bytesWritten;
+        while (written < chunk.length) {
+          written += (await target.write(chunk, written, chunk.length - written)).bytesWritten;
         }
-      }
+      });
     } finally {
       await target.close();
     }
